@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION: Final = 1
 
@@ -66,7 +66,7 @@ def mqtt_topic(turbine_id: str) -> str:
 
 def turbine_from_routing_key(key: str) -> str | None:
     prefix, _, rest = key.partition(".")
-    if prefix != ROUTING_PREFIX or not TURBINE_ID_RE.match(rest):
+    if prefix != ROUTING_PREFIX or not TURBINE_ID_RE.fullmatch(rest):
         return None
     return rest
 
@@ -88,8 +88,11 @@ NON_PRODUCING_STATES: Final = frozenset(
 )
 
 
-def _require_utc_offset(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+def _to_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00
+        raise ValueError("timestamp out of range") from exc
 
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -103,7 +106,8 @@ class Reading(BaseModel):
 
     v: Literal[1] = SCHEMA_VERSION
     turbine_id: Annotated[str, Field(pattern=TURBINE_ID_RE.pattern)]
-    ts: Annotated[datetime, AfterValidator(_require_utc_offset)]
+    # AwareDatetime: a timestamp without a UTC offset is refused, never guessed.
+    ts: Annotated[AwareDatetime, AfterValidator(_to_utc)]
     seq: Annotated[int, Field(ge=0, le=2**63 - 1)]
     power_kw: FiniteFloat
     wind_speed_ms: FiniteFloat

@@ -41,7 +41,9 @@ class TurbineModel:
     curve_wind_ms: tuple[float, ...]
     curve_power_kw: tuple[float, ...]
 
-    def power_kw(self, wind_speed_ms: float, air_density_kg_m3: float = STANDARD_AIR_DENSITY_KG_M3) -> float:
+    def power_kw(
+        self, wind_speed_ms: float, air_density_kg_m3: float = STANDARD_AIR_DENSITY_KG_M3
+    ) -> float:
         """Expected power at hub-height wind, on the curve, corrected for air density.
 
         The IEC 61400-12-1 correction for pitch-regulated turbines scales the wind
@@ -138,4 +140,4 @@ def load_model(name: str) -> TurbineModel:
 def air_density_kg_m3(temperature_c: float, altitude_m: float = 0.0) -> float:
     """Air density from temperature and altitude (barometric formula, dry air)."""
     pressure_pa = 101325.0 * (1.0 - 2.25577e-5 * altitude_m) ** 5.25588
-    return pressure_pa / (287.05 * (temperature_c + 273.15))
+    return float(pressure_pa / (287.05 * (temperature_c + 273.15)))

@@ -1,0 +1,5 @@
+import sys
+
+from windpark.cli import main
+
+sys.exit(main())

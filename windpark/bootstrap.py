@@ -1,0 +1,108 @@
+"""``windpark setup``: the database, its roles, the schema, the registry and the broker topology.
+
+Idempotent: every step checks before it creates, so a second run changes nothing
+and takes a second or two. The machine-level part (installing TimescaleDB,
+starting PostgreSQL and RabbitMQ) is ``scripts/setup-machine.sh``, which runs as root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aio_pika
+import asyncpg
+from pydantic import Field
+
+from windpark import migrate, registry, topology
+from windpark.settings import BrokerSettings, DatabaseSettings, WindparkSettings
+from windpark.turbine_model import DEFAULT_MODEL
+
+log = logging.getLogger("windpark.setup")
+
+
+class SetupSettings(WindparkSettings):
+    db: DatabaseSettings = DatabaseSettings()
+    broker: BrokerSettings = BrokerSettings()
+    # A superuser connection, used only here: creating roles, databases and the extension.
+    admin_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    park_size: int = Field(default=10, ge=0)
+    turbine_model: str = DEFAULT_MODEL
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+async def ensure_database(settings: SetupSettings) -> None:
+    db = settings.db
+    admin = await asyncpg.connect(settings.admin_dsn)
+    try:
+        role_exists = await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", db.user)
+        password = db.password.get_secret_value()
+        password_clause = f" PASSWORD {_quote_literal(password)}" if password else ""
+        if not role_exists:
+            log.info("creating role %s", db.user)
+            await admin.execute(f"CREATE ROLE {_quote_ident(db.user)} LOGIN{password_clause}")
+        elif password:
+            await admin.execute(f"ALTER ROLE {_quote_ident(db.user)}{password_clause}")
+        db_exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", db.name)
+        if not db_exists:
+            log.info("creating database %s", db.name)
+            await admin.execute(
+                f"CREATE DATABASE {_quote_ident(db.name)} OWNER {_quote_ident(db.user)}"
+            )
+    finally:
+        await admin.close()
+    # The extension needs a superuser; create it in the new database with the admin role.
+    admin_db = await asyncpg.connect(settings.admin_dsn, database=db.name)
+    try:
+        await admin_db.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    finally:
+        await admin_db.close()
+
+
+async def drop_database(settings: SetupSettings) -> None:
+    """For tests: remove the database entirely (never used by `make run`)."""
+    admin = await asyncpg.connect(settings.admin_dsn)
+    try:
+        await admin.execute(
+            f"DROP DATABASE IF EXISTS {_quote_ident(settings.db.name)} WITH (FORCE)"
+        )
+    finally:
+        await admin.close()
+
+
+async def register_park(settings: SetupSettings) -> int:
+    conn = await asyncpg.connect(settings.db.dsn())
+    try:
+        added = 0
+        for turbine_id in registry.park_turbine_ids(settings.park_size):
+            added += await registry.add_turbine(conn, turbine_id, model=settings.turbine_model)
+        return added
+    finally:
+        await conn.close()
+
+
+async def declare_topology(broker: BrokerSettings) -> None:
+    connection = await aio_pika.connect(broker.url(), ssl_context=broker.ssl_context())
+    try:
+        channel = await connection.channel()
+        await topology.declare(channel)
+    finally:
+        await connection.close()
+
+
+async def setup(settings: SetupSettings) -> None:
+    await ensure_database(settings)
+    # alembic is synchronous (psycopg); keep it off the event loop.
+    await asyncio.to_thread(migrate.upgrade, settings.db)
+    added = await register_park(settings)
+    if added:
+        log.info("registered %d turbines", added)
+    await declare_topology(settings.broker)
+    log.info("setup complete: database %s, broker %s", settings.db.name, settings.broker.host)

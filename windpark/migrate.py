@@ -1,0 +1,34 @@
+"""Runs the alembic migrations programmatically (``windpark migrate``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+from windpark.settings import DatabaseSettings, WindparkSettings
+
+# alembic.ini and migrations/ live at the project root: beside the package in a checkout
+# (editable install), or where WINDPARK_PROJECT_DIR says (the container images).
+ROOT = Path(os.environ.get("WINDPARK_PROJECT_DIR") or Path(__file__).resolve().parent.parent)
+
+
+class MigrationSettings(WindparkSettings):
+    db: DatabaseSettings = DatabaseSettings()
+
+
+def alembic_config(db: DatabaseSettings) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.attributes["url"] = db.dsn(driver="postgresql+psycopg")
+    return config
+
+
+def upgrade(db: DatabaseSettings, revision: str = "head") -> None:
+    command.upgrade(alembic_config(db), revision)
+
+
+def downgrade(db: DatabaseSettings, revision: str) -> None:
+    command.downgrade(alembic_config(db), revision)

@@ -1,0 +1,122 @@
+"""The rollup hierarchy (1 minute, 10 minutes, 1 hour, 1 day) that windpark maintains.
+
+The tables are created by migration 0002. Each row holds count, sum, sum of
+squares, min and max per channel for one turbine and bucket, so that a late
+reading adds into its bucket exactly, and a coarser bucket is the sum of finer
+ones. Two ways in:
+
+- ``upsert_ctes``: SQL that folds freshly inserted readings (a CTE of the
+  ``INSERT ... RETURNING`` rows) into every level, in the ingest transaction.
+- ``rebuild``: recompute a time range from raw rows (after a COPY backfill).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from windpark.db import Connection
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    name: str  # table suffix: rollup_<name>
+    width: str  # PostgreSQL interval
+    seconds: int
+
+
+LEVELS: Final = (
+    Level("1m", "1 minute", 60),
+    Level("10m", "10 minutes", 600),
+    Level("1h", "1 hour", 3600),
+    Level("1d", "1 day", 86400),
+)
+LEVEL_BY_NAME: Final = {level.name: level for level in LEVELS}
+
+# rollup column prefix -> readings column
+CHANNELS: Final = (("power", "power_kw"), ("wind", "wind_speed_ms"), ("temp", "temperature_c"))
+# IEC 61400-26 in spirit: a turbine is available unless it is in fault or maintenance;
+# idle (low wind) and storm stops are environmental and count as available.
+AVAILABLE_PREDICATE: Final = "state NOT IN ('fault', 'maintenance')"
+
+ROLLUP_COLUMNS: Final = (
+    "n",
+    "n_available",
+    *(f"{prefix}_{stat}" for prefix, _ in CHANNELS for stat in ("sum", "sumsq", "min", "max")),
+)
+
+
+def _aggregate_expressions() -> str:
+    exprs = ["count(*)", f"count(*) FILTER (WHERE {AVAILABLE_PREDICATE})"]
+    for _, column in CHANNELS:
+        exprs += [f"sum({column})", f"sum({column} * {column})", f"min({column})", f"max({column})"]
+    return ", ".join(exprs)
+
+
+def _merge_assignments(table: str) -> str:
+    sets = []
+    for col in ROLLUP_COLUMNS:
+        if col.endswith("_min"):
+            sets.append(f"{col} = least({table}.{col}, EXCLUDED.{col})")
+        elif col.endswith("_max"):
+            sets.append(f"{col} = greatest({table}.{col}, EXCLUDED.{col})")
+        else:
+            sets.append(f"{col} = {table}.{col} + EXCLUDED.{col}")
+    return ", ".join(sets)
+
+
+def upsert_ctes(source: str) -> str:
+    """CTEs (comma-led) that add the rows of CTE ``source`` into every rollup level.
+
+    ``source`` must expose ts, turbine_id, state and the channel columns. Within one
+    statement each (turbine, bucket) appears once per level, as ON CONFLICT DO UPDATE
+    requires.
+    """
+    ctes = []
+    columns = ", ".join(ROLLUP_COLUMNS)
+    for level in LEVELS:
+        table = f"rollup_{level.name}"
+        ctes.append(
+            f"""
+            , upsert_{level.name} AS (
+                INSERT INTO {table} AS r (bucket, turbine_id, {columns})
+                SELECT time_bucket(INTERVAL '{level.width}', ts), turbine_id,
+                       {_aggregate_expressions()}
+                FROM {source}
+                GROUP BY 1, 2
+                ON CONFLICT (turbine_id, bucket) DO UPDATE SET {_merge_assignments("r")}
+            )"""
+        )
+    return "".join(ctes)
+
+
+async def rebuild(conn: Connection, start: datetime, end: datetime) -> None:
+    """Recompute every level for the buckets that overlap [start, end) from raw readings.
+
+    For backfilled history; not meant to race the live concentrator on the same buckets.
+    """
+    columns = ", ".join(ROLLUP_COLUMNS)
+    async with conn.transaction():
+        for level in LEVELS:
+            table = f"rollup_{level.name}"
+            lo = f"time_bucket(INTERVAL '{level.width}', $1::timestamptz)"
+            hi = (
+                f"time_bucket(INTERVAL '{level.width}', $2::timestamptz - INTERVAL '1 microsecond')"
+                f" + INTERVAL '{level.width}'"
+            )
+            await conn.execute(
+                f"DELETE FROM {table} WHERE bucket >= {lo} AND bucket < {hi}", start, end
+            )
+            await conn.execute(
+                f"""
+                INSERT INTO {table} (bucket, turbine_id, {columns})
+                SELECT time_bucket(INTERVAL '{level.width}', ts), turbine_id,
+                       {_aggregate_expressions()}
+                FROM readings
+                WHERE ts >= {lo} AND ts < {hi}
+                GROUP BY 1, 2
+                """,
+                start,
+                end,
+            )
