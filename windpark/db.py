@@ -8,4 +8,5 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 # A plain connection or one borrowed from a pool: functions that run SQL take either.
-Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy[asyncpg.Record]
+# (A string: PoolConnectionProxy is generic only in asyncpg's type stubs.)
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
