@@ -17,8 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from windpark.db import Connection
+from windpark.validation import QualityFlag
 
 OUTCOMES = ("accepted", "flagged", "rejected", "duplicate")
+# Notes about the stream, not doubts about the reading's values: a gap before it (the
+# previous message was lost or rejected) or a restarted counter. They do not make a
+# reading "flagged" when scoring the validator.
+STREAM_FLAGS = QualityFlag.SEQ_GAP | QualityFlag.SEQ_RESET
 
 
 @dataclass(slots=True)
@@ -141,7 +146,8 @@ def reconcile(
         for seq in range(published_seqs):
             want = expected.get((sender, seq), "accepted")
             if seq in ledger.stored_flags:
-                got = "flagged" if ledger.stored_flags[seq] else "accepted"
+                doubts = ledger.stored_flags[seq] & ~STREAM_FLAGS
+                got = "flagged" if doubts else "accepted"
             elif ledger.rejected[seq]:
                 got = "rejected"
             else:
