@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast check lint format bench setup setup-machine venv clean lock
+.PHONY: run test test-fast check lint format bench setup setup-machine broker venv clean lock
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,11 +15,16 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP)
 
-## Machine-level services: PostgreSQL + TimescaleDB, RabbitMQ (root installs what is missing).
+## Machine-level services: PostgreSQL + TimescaleDB, windpark's broker (root installs what is missing).
 setup-machine:
 	bash scripts/setup-machine.sh
 
-## Database, roles, migrations, turbine registry and broker topology.
+## windpark's own TLS-only RabbitMQ node (setup-machine starts it too); docs/security.md.
+## WINDPARK_BROKER_PROFILE=dev adds plain listeners on 127.0.0.1:5673/1884 for local tools.
+broker:
+	bash scripts/broker.sh start
+
+## Database, roles, migrations, turbine registry, broker topology and identities.
 setup: setup-machine venv
 	$(BIN)/windpark setup
 

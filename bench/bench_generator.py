@@ -6,70 +6,36 @@
    encoding), in readings per CPU-second of this one process (time.process_time). The
    ceiling to beat: 1000 readings per CPU-second, i.e. 1000 turbines at 1 Hz on less
    than one core.
-2. A backfill of 10 turbines x 1 Hz x 30 days into the database of WINDPARK_BENCH_DSN
-   (default: the scratch database wp_sim_scratch on 127.0.0.1), with the binary COPY
+2. A backfill of 10 turbines x 1 Hz x 30 days into the bench's own database
+   (windpark_bench_generator, built by the real migrations), with the binary COPY
    that ``windpark.simulation.backfill`` uses, and, on one day, the same rows through
-   ``copy_records_to_table`` for comparison. The bench creates the ``readings`` table
-   (as the migration does) when the database has none, writes under turbine ids
-   BENCH-WTGnn in 2001 and deletes its rows afterwards. It refuses databases named
-   windpark*.
+   ``copy_records_to_table`` for comparison. It writes under turbine ids BENCH-WTGnn
+   in 2001 and deletes its rows afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlparse
 
 import asyncpg
 import numpy as np
 
+from windpark import migrate
+from windpark.bootstrap import SetupSettings, ensure_database
+from windpark.settings import DatabaseSettings
 from windpark.simulation import FaultMix, ParkSimulator, SimTurbine
 from windpark.simulation.backfill import COLUMNS, SOURCE, TABLE, backfill
 from windpark.simulation.park import ReadingBlock, from_ms
 from windpark.simulation.turbine import STATES
 from windpark.turbine_model import DEFAULT_MODEL, load_model
 
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/wp_sim_scratch"
+# The bench's own database, built by the real migrations (never the one `make run` uses).
+BENCH_DATABASE = "windpark_bench_generator"
 BENCH_START = datetime(2001, 1, 1, tzinfo=UTC)
 
-SCHEMA = [
-    "CREATE EXTENSION IF NOT EXISTS timescaledb",
-    """
-    CREATE TABLE IF NOT EXISTS turbines (
-        turbine_id      text PRIMARY KEY,
-        name            text NOT NULL,
-        model           text NOT NULL,
-        rated_power_kw  double precision NOT NULL,
-        created_at      timestamptz NOT NULL DEFAULT now()
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS readings (
-        ts                      timestamptz NOT NULL,
-        turbine_id              text NOT NULL REFERENCES turbines (turbine_id),
-        seq                     bigint NOT NULL,
-        power_kw                double precision NOT NULL,
-        wind_speed_ms           double precision NOT NULL,
-        temperature_c           double precision NOT NULL,
-        state                   text NOT NULL,
-        rotor_rpm               double precision,
-        pitch_deg               double precision,
-        nacelle_temperature_c   double precision,
-        wind_direction_deg      double precision,
-        setpoint_kw             double precision,
-        quality_flags           integer NOT NULL DEFAULT 0,
-        source                  text NOT NULL,
-        received_at             timestamptz NOT NULL,
-        PRIMARY KEY (turbine_id, ts)
-    )
-    """,
-    "SELECT create_hypertable('readings', by_range('ts', INTERVAL '1 day'), if_not_exists => TRUE)",
-    "CREATE INDEX IF NOT EXISTS ix_readings_turbine_id_seq ON readings (turbine_id, seq)",
-]
 
 
 def bench_generator(turbines: int, seconds: int, error_rate: float) -> float:
@@ -144,10 +110,6 @@ def _records(block: ReadingBlock, received_at: datetime) -> list[tuple[object, .
 
 
 async def _prepare(conn: asyncpg.Connection, ids: list[str]) -> None:
-    if await conn.fetchval("SELECT to_regclass('readings')") is None:
-        print("creating the readings table (the migration's shape) in the bench database")
-        for statement in SCHEMA:
-            await conn.execute(statement)
     model = load_model(DEFAULT_MODEL)
     await conn.executemany(
         "INSERT INTO turbines (turbine_id, name, model, rated_power_kw) VALUES ($1, $1, $2, $3)"
@@ -168,10 +130,16 @@ def _sim(ids: list[str]) -> ParkSimulator:
     )
 
 
-async def bench_backfill(dsn: str, turbines: int, days: float, compare_days: float) -> None:
-    database = (urlparse(dsn).path or "/").lstrip("/")
-    if database.startswith("windpark"):
-        raise SystemExit(f"refusing to benchmark in {database!r}: use a scratch database")
+async def bench_database() -> str:
+    """The bench database at the head migration (created on first use)."""
+    settings = SetupSettings(db=DatabaseSettings(name=BENCH_DATABASE), park_size=0)
+    await ensure_database(settings)
+    await asyncio.to_thread(migrate.upgrade, settings.db)
+    return settings.db.dsn()
+
+
+async def bench_backfill(turbines: int, days: float, compare_days: float) -> None:
+    dsn = await bench_database()
     ids = [f"BENCH-WTG{i:02d}" for i in range(1, turbines + 1)]
     conn = await asyncpg.connect(dsn)
     try:
@@ -243,8 +211,7 @@ def main() -> None:
     for error_rate in (0.0, 0.2):
         bench_generator(args.turbines, args.seconds, error_rate)
     if not args.skip_backfill:
-        dsn = os.environ.get("WINDPARK_BENCH_DSN", DEFAULT_DSN)
-        asyncio.run(bench_backfill(dsn, args.backfill_turbines, args.days, args.compare_days))
+        asyncio.run(bench_backfill(args.backfill_turbines, args.days, args.compare_days))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import asyncpg
 
 from windpark import accounting, registry
 from windpark.bootstrap import SetupSettings, setup
+from windpark.turbines_cli import provision
 
 
 async def wait_reconciled(
@@ -66,10 +67,9 @@ async def main() -> int:
     await setup(settings)
     prefix = f"Q{uuid.uuid4().hex[:6]}-"
     senders = registry.park_turbine_ids(args.turbines, prefix)
-    conn = await asyncpg.connect(settings.db.dsn())
     for sender in senders:
-        await registry.add_turbine(conn, sender, model="E-82/2300")
-    await conn.close()
+        # Registry row and broker user: the generator logs in as each turbine.
+        await provision(settings, sender, model="E-82/2300")
 
     work = Path(tempfile.mkdtemp(prefix="windpark-bench-"))
     truth = work / "truth.jsonl"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Machine-level set-up for windpark on a Debian machine (the python-svc kind):
-# PostgreSQL 15 with TimescaleDB, RabbitMQ, and the broker vhosts windpark uses.
+# PostgreSQL 15 with TimescaleDB, and windpark's own TLS-only RabbitMQ node
+# (scripts/broker.sh) with its certificates and admin identity.
 # Idempotent and quick when everything is already there; never asks a question.
 # Installs and starts what is missing when run as root; otherwise says what to do.
 set -euo pipefail
@@ -43,23 +44,17 @@ bash "$here/install-timescaledb.sh"
 wait_port 5432
 
 # RabbitMQ --------------------------------------------------------------------------------
-if ! command -v rabbitmq-server >/dev/null 2>&1; then
+# windpark runs its own node (windpark@localhost: AMQPS 5671, MQTTS 8883, TLS only) beside
+# the machine's broker on 5672, which it leaves alone. The package gives the binaries.
+if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
   is_root || need_root "RabbitMQ is not installed" "apt-get install rabbitmq-server"
   log "installing RabbitMQ"
   apt_install rabbitmq-server
 fi
-if ! port_open 5672; then
-  is_root || need_root "RabbitMQ is not running on 127.0.0.1:5672" "rabbitmq-server -detached"
-  log "starting RabbitMQ"
-  rabbitmq-server -detached
-  wait_port 5672
+if ! command -v openssl >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+  is_root || need_root "openssl and curl are needed for the broker's TLS" "apt-get install openssl curl"
+  apt_install openssl curl ca-certificates
 fi
-# The test suite gets its own vhost so that it never touches a running `make run`.
-if is_root && command -v rabbitmqctl >/dev/null 2>&1; then
-  if ! rabbitmqctl -q list_vhosts 2>/dev/null | grep -qx 'windpark-test'; then
-    log "creating RabbitMQ vhost windpark-test"
-    rabbitmqctl -q add_vhost windpark-test >/dev/null
-    rabbitmqctl -q set_permissions -p windpark-test guest '.*' '.*' '.*' >/dev/null
-  fi
-fi
+# TLS material (var/tls), the admin secret (var/secrets/broker), the node itself.
+bash "$here/broker.sh" start
 log "machine ready"

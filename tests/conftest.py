@@ -2,15 +2,22 @@
 
 Unit tests request none of the service fixtures, so they run without servers.
 Integration and end-to-end tests use a database and a broker vhost of their own
-(``windpark_test`` and ``windpark-test``) so that a running ``make run`` is never
-touched; the database is recreated once per session from the real migrations.
+(``windpark_test`` and ``windpark-test`` on windpark's TLS broker) so that a running
+``make run`` is never touched; the database is recreated once per session from the
+real migrations. The services under test connect as their own broker users; the
+harness itself (purging queues, tapping the exchange) connects as ``windpark-admin``.
+Turbines made by a test get a broker user of their own, deleted afterwards.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 # Before any settings class is instantiated, in this process and in the services the
 # end-to-end tests start.
@@ -20,11 +27,16 @@ os.environ.setdefault("WINDPARK_ENVIRONMENT", "test")
 
 import aio_pika
 import asyncpg
+import httpx
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from windpark import contract, registry
+from services.aggregator import tokens
+from services.aggregator.config import Settings as ApiSettings
+from windpark import broker_admin, contract, credentials, registry
 from windpark.bootstrap import SetupSettings, drop_database, setup
+from windpark.broker_admin import BrokerAdmin, Credentials
+from windpark.credentials import Scope
 
 
 @pytest.fixture(scope="session")
@@ -77,3 +89,118 @@ async def turbine_id(db_pool: asyncpg.Pool) -> str:
     async with db_pool.acquire() as conn:
         await registry.add_turbine(conn, tid, model="E-82/2300")
     return tid
+
+
+@contextlib.asynccontextmanager
+async def turbine_identity(settings: SetupSettings, turbine_id: str) -> AsyncIterator[Credentials]:
+    """A broker user for a test turbine, as `windpark turbines add` makes it; removed after."""
+    async with BrokerAdmin.open(settings.broker) as admin:
+        credentials = await broker_admin.provision_turbine(
+            admin, settings.broker.vhost, turbine_id, settings.broker.secrets_dir
+        )
+        try:
+            yield credentials
+        finally:
+            await admin.delete_user(turbine_id)
+            (settings.broker.secrets_dir / turbine_id).unlink(missing_ok=True)
+
+
+@contextlib.asynccontextmanager
+async def provisioned_turbines(
+    settings: SetupSettings, turbine_ids: list[str], *, model: str = "E-82/2300"
+) -> AsyncIterator[list[Credentials]]:
+    """Registry rows and broker users for a test's own turbines (what `windpark turbines
+    add` makes), so generators can log in as them; the users are removed afterwards."""
+    conn = await asyncpg.connect(settings.db.dsn())
+    try:
+        for tid in turbine_ids:
+            await registry.add_turbine(conn, tid, model=model)
+    finally:
+        await conn.close()
+    async with contextlib.AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(turbine_identity(settings, tid)) for tid in turbine_ids
+        ]
+
+
+@pytest.fixture
+async def turbine_credentials(
+    prepared: SetupSettings, turbine_id: str
+) -> AsyncIterator[Credentials]:
+    """Broker credentials of the ``turbine_id`` fixture's turbine."""
+    async with turbine_identity(prepared, turbine_id) as credentials:
+        yield credentials
+
+
+# API credentials -----------------------------------------------------------------------------
+# Tests that call the API authenticate like any client: a client row in the test database
+# (Argon2id hash, as `windpark clients add` makes it), then a token from POST /v1/token,
+# or, where no app runs, a token signed with the API's own key.
+
+
+@dataclass(frozen=True, slots=True)
+class ApiClientCredentials:
+    client_id: str
+    client_secret: str
+
+
+async def create_api_client(
+    pool: asyncpg.Pool, *scopes: Scope, turbine_id: str | None = None
+) -> ApiClientCredentials:
+    """A new API client with these scopes (and turbine binding), for this test only."""
+    client_id = f"test-{uuid.uuid4().hex[:12]}"
+    secret = credentials.new_secret()
+    hashed = await asyncio.to_thread(credentials.hash_secret, secret)
+    async with pool.acquire() as conn:
+        await credentials.add_client(conn, client_id, hashed, scopes, turbine_id=turbine_id)
+    return ApiClientCredentials(client_id, secret)
+
+
+async def request_token(http: httpx.AsyncClient, client: ApiClientCredentials) -> str:
+    answer = await http.post(
+        "/v1/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": client.client_id,
+            "client_secret": client.client_secret,
+        },
+    )
+    assert answer.status_code == 200, answer.text
+    token: str = answer.json()["access_token"]
+    return token
+
+
+async def authenticate(
+    http: httpx.AsyncClient, pool: asyncpg.Pool, *scopes: Scope, turbine_id: str | None = None
+) -> str:
+    """Give ``http`` (a client of the app under test) a bearer token with these scopes."""
+    token = await request_token(http, await create_api_client(pool, *scopes, turbine_id=turbine_id))
+    http.headers["Authorization"] = f"Bearer {token}"
+    return token
+
+
+def sign_token(
+    subject: str, *scopes: Scope, turbine_id: str | None = None, now: datetime | None = None
+) -> str:
+    """A token signed with the key the API under test uses (WINDPARK_API__*, or the key file
+    `windpark setup` made), as POST /v1/token would issue it."""
+    api = ApiSettings().api
+    return tokens.issue(
+        tokens.KeyRing.from_settings(api),
+        tokens.TokenPolicy.from_settings(api),
+        subject=subject,
+        scopes=scopes,
+        now=now or datetime.now(UTC),
+        turbine_id=turbine_id,
+    )
+
+
+@pytest.fixture
+def api_token(db_pool: asyncpg.Pool) -> Callable[..., Awaitable[str]]:
+    """``await api_token(Scope.TELEMETRY_READ, turbine_id=None)``: a token of a new client."""
+
+    async def mint(*scopes: Scope, turbine_id: str | None = None) -> str:
+        client = await create_api_client(db_pool, *scopes, turbine_id=turbine_id)
+        return sign_token(f"client:{client.client_id}", *scopes, turbine_id=turbine_id)
+
+    return mint

@@ -86,7 +86,7 @@ async def run_backfill(
         )
         copied = time.monotonic() - started
         print("rebuilding the rollups of that range ...", file=sys.stderr)
-        await rollups.rebuild(conn, start, until)
+        await rollups.rebuild(conn, start, until, list(park))
         total = time.monotonic() - started
     finally:
         await conn.close()

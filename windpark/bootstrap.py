@@ -1,8 +1,10 @@
-"""``windpark setup``: the database, its roles, the schema, the registry and the broker topology.
+"""``windpark setup``: the database, its roles, the schema, the registry, and on the broker
+the vhost, the topology and the identities (service users and one user per turbine).
 
 Idempotent: every step checks before it creates, so a second run changes nothing
 and takes a second or two. The machine-level part (installing TimescaleDB,
-starting PostgreSQL and RabbitMQ) is ``scripts/setup-machine.sh``, which runs as root.
+starting PostgreSQL and windpark's RabbitMQ node) is ``scripts/setup-machine.sh``,
+which runs as root.
 """
 
 from __future__ import annotations
@@ -10,12 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aio_pika
 import asyncpg
 from pydantic import Field
 
-from windpark import migrate, registry, topology
-from windpark.settings import BrokerSettings, DatabaseSettings, WindparkSettings
+from windpark import broker_admin, migrate, registry
+from windpark.credentials_setup import ensure_local_api_credentials
+from windpark.settings import (
+    AdminBrokerSettings,
+    ApiAuthSettings,
+    DatabaseSettings,
+    WindparkSettings,
+)
 from windpark.turbine_model import DEFAULT_MODEL
 
 log = logging.getLogger("windpark.setup")
@@ -23,11 +30,14 @@ log = logging.getLogger("windpark.setup")
 
 class SetupSettings(WindparkSettings):
     db: DatabaseSettings = DatabaseSettings()
-    broker: BrokerSettings = BrokerSettings()
+    # Setup administers the broker: the management API and the topology, as windpark-admin.
+    broker: AdminBrokerSettings = AdminBrokerSettings()
     # A superuser connection, used only here: creating roles, databases and the extension.
     admin_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     park_size: int = Field(default=10, ge=0)
     turbine_model: str = DEFAULT_MODEL
+    # Local and test only: the API's JWT key file and `admin` user (credentials_setup.py).
+    api: ApiAuthSettings = ApiAuthSettings()
 
 
 def _quote_ident(name: str) -> str:
@@ -88,15 +98,6 @@ async def register_park(settings: SetupSettings) -> int:
         await conn.close()
 
 
-async def declare_topology(broker: BrokerSettings) -> None:
-    connection = await aio_pika.connect(broker.url(), ssl_context=broker.ssl_context())
-    try:
-        channel = await connection.channel()
-        await topology.declare(channel)
-    finally:
-        await connection.close()
-
-
 async def setup(settings: SetupSettings) -> None:
     await ensure_database(settings)
     # alembic is synchronous (psycopg); keep it off the event loop.
@@ -104,5 +105,13 @@ async def setup(settings: SetupSettings) -> None:
     added = await register_park(settings)
     if added:
         log.info("registered %d turbines", added)
-    await declare_topology(settings.broker)
-    log.info("setup complete: database %s, broker %s", settings.db.name, settings.broker.host)
+    await ensure_local_api_credentials(settings.db, settings.api, settings.environment)
+    await broker_admin.provision_broker(
+        settings.broker, registry.park_turbine_ids(settings.park_size)
+    )
+    log.info(
+        "setup complete: database %s, broker vhost %s on %s",
+        settings.db.name,
+        settings.broker.vhost,
+        settings.broker.host,
+    )

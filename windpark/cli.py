@@ -48,6 +48,8 @@ def _generator(args: argparse.Namespace) -> int:
         overrides["turbine_id"] = args.turbine_id
     if args.count is not None:
         overrides["max_readings"] = args.count
+    if args.transport is not None:
+        overrides["transport"] = args.transport
     settings = Settings(**overrides)  # type: ignore[arg-type]
     return asyncio.run(run(settings))
 
@@ -74,7 +76,9 @@ def _run(args: argparse.Namespace) -> int:
 def _turbines_add(args: argparse.Namespace) -> int:
     from windpark.turbines_cli import add
 
-    return asyncio.run(add(args.turbine_id, model=args.model, name=args.name))
+    return asyncio.run(
+        add(args.turbine_id, model=args.model, name=args.name, rotate=args.rotate_credentials)
+    )
 
 
 def _turbines_list(_args: argparse.Namespace) -> int:
@@ -89,6 +93,88 @@ def _backfill(args: argparse.Namespace) -> int:
     return asyncio.run(
         run_backfill(days=args.days, interval_s=args.interval, seed=args.seed, end=args.end)
     )
+
+
+def _retention(args: argparse.Namespace) -> int:
+    from windpark.retention_cli import run_retention
+
+    return asyncio.run(run_retention(args.days))
+
+
+def _users(args: argparse.Namespace) -> int:
+    from windpark import credentials_cli as cli
+
+    action = args.users_command
+    if action == "add":
+        return asyncio.run(cli.add_user(args.name, args.scope, password_stdin=args.password_stdin))
+    if action == "password":
+        return asyncio.run(cli.set_user_password(args.name, password_stdin=args.password_stdin))
+    if action == "list":
+        return asyncio.run(cli.list_users())
+    if action in ("disable", "enable"):
+        return asyncio.run(cli.set_user_disabled(args.name, action == "disable"))
+    return asyncio.run(cli.delete_user(args.name))
+
+
+def _clients(args: argparse.Namespace) -> int:
+    from windpark import credentials_cli as cli
+
+    action = args.clients_command
+    if action == "add":
+        return asyncio.run(cli.add_client(args.client_id, args.scope, turbine_id=args.turbine))
+    if action == "secret":
+        return asyncio.run(cli.new_client_secret(args.client_id))
+    if action == "list":
+        return asyncio.run(cli.list_clients())
+    if action in ("disable", "enable"):
+        return asyncio.run(cli.set_client_disabled(args.client_id, action == "disable"))
+    return asyncio.run(cli.delete_client(args.client_id))
+
+
+def _add_credentials_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    scope_help = (
+        "telemetry:read, readings:write, alerts:manage or admin (admin implies all);"
+        " repeat or separate with commas"
+    )
+    users = sub.add_parser("users", help="people who may ask the API for tokens (password grant)")
+    users.set_defaults(handler=_users)
+    usub = users.add_subparsers(dest="users_command", required=True)
+    p = usub.add_parser("add", help="create a user (the password is generated and shown once)")
+    p.add_argument("name")
+    p.add_argument("--scope", action="append", required=True, help=scope_help)
+    p.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    p = usub.add_parser("password", help="set a new password (generated unless --password-stdin)")
+    p.add_argument("name")
+    p.add_argument("--password-stdin", action="store_true")
+    usub.add_parser("list", help="list users: name, state, scopes")
+    for action, help_ in (
+        ("disable", "refuse new tokens to a user (issued ones expire within their lifetime)"),
+        ("enable", "allow a disabled user again"),
+        ("delete", "remove a user"),
+    ):
+        usub.add_parser(action, help=help_).add_argument("name")
+
+    clients = sub.add_parser(
+        "clients", help="machines that may ask the API for tokens (client-credentials grant)"
+    )
+    clients.set_defaults(handler=_clients)
+    csub = clients.add_subparsers(dest="clients_command", required=True)
+    p = csub.add_parser("add", help="create a client (its secret is shown once)")
+    p.add_argument("client_id")
+    p.add_argument("--scope", action="append", required=True, help=scope_help)
+    p.add_argument(
+        "--turbine", default=None, help="bind readings:write to this turbine's readings only"
+    )
+    csub.add_parser("secret", help="issue a new secret (shown once)").add_argument("client_id")
+    csub.add_parser("list", help="list clients: id, state, scopes, bound turbine")
+    for action, help_ in (
+        ("disable", "refuse new tokens to a client (issued ones expire within their lifetime)"),
+        ("enable", "allow a disabled client again"),
+        ("delete", "remove a client"),
+    ):
+        csub.add_parser(action, help=help_).add_argument("client_id")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--turbines", type=int, help="simulate N turbines in this process")
     p.add_argument("--turbine-id", help="simulate this one turbine (WINDPARK_TURBINE_ID)")
     p.add_argument("--count", type=int, help="stop after this many readings per turbine")
+    p.add_argument(
+        "--transport",
+        choices=["amqp", "mqtt"],
+        help="AMQPS with confirms, or MQTTS QoS 1 (WINDPARK_TRANSPORT, default amqp)",
+    )
 
     command("concentrator", _concentrator, "consume, validate and store readings")
 
@@ -128,11 +219,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     turbines = sub.add_parser("turbines", help="manage the turbine registry")
     tsub = turbines.add_subparsers(dest="turbines_command", required=True)
-    p = tsub.add_parser("add", help="register a turbine")
+    p = tsub.add_parser(
+        "add", help="register a turbine and provision its broker identity (credentials shown once)"
+    )
     p.set_defaults(handler=_turbines_add)
     p.add_argument("turbine_id")
     p.add_argument("--model", default=None, help="turbine model (default WINDPARK_TURBINE_MODEL)")
     p.add_argument("--name", default=None)
+    p.add_argument(
+        "--rotate-credentials",
+        action="store_true",
+        help="issue a new broker password (the old one stops working at the next login)",
+    )
     p = tsub.add_parser("list", help="list registered turbines")
     p.set_defaults(handler=_turbines_list)
 
@@ -143,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between readings")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--end", default=None, help="RFC 3339 end time (default: now)")
+    p = command("retention", _retention, "drop raw readings older than the retention period")
+    p.add_argument("--days", type=int, default=None, help="default WINDPARK_RETENTION_DAYS (90)")
+    _add_credentials_commands(sub)
     return parser
 
 

@@ -16,6 +16,7 @@ import time
 import urllib.request
 from types import FrameType
 
+from windpark.bootstrap import SetupSettings
 from windpark.registry import park_turbine_ids
 
 STOP_TIMEOUT_S = 15.0
@@ -54,6 +55,22 @@ def _wait_http(url: str, timeout_s: float) -> bool:
     return False
 
 
+def _token_help(base: str) -> str:
+    """How to get a token as the local `admin` user (`windpark setup` made it)."""
+    password_file = SetupSettings().api.admin_password_file
+    try:
+        password = password_file.read_text(encoding="utf-8").strip()
+    except OSError:
+        return f"  API tokens   no {password_file}: create a user with `windpark users add`\n"
+    return (
+        f"  API user     admin, password {password} (in {password_file})\n"
+        f"  API token    TOKEN=$(curl -s {base}/v1/token -d grant_type=password -d username=admin"
+        f" --data-urlencode password@{password_file} | python3 -c"
+        " 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')\n"
+        f'               curl -s -H "Authorization: Bearer $TOKEN" {base}/datos-generadores/\n'
+    )
+
+
 def run_all(*, generators: int, host: str, port: int) -> int:
     env = dict(os.environ)
     setup = subprocess.run(
@@ -89,6 +106,7 @@ def run_all(*, generators: int, host: str, port: int) -> int:
             f"  latest       {base}/datos-generadores/\n"
             f"  aggregates   {base}/agregados/\n"
             f"  psql         psql -h 127.0.0.1 -U windpark windpark\n"
+            f"{_token_help(base)}"
             "Ctrl-C stops everything.\n",
             flush=True,
         )

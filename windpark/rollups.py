@@ -8,15 +8,22 @@ ones. Two ways in:
 - ``upsert_ctes``: SQL that folds freshly inserted readings (a CTE of the
   ``INSERT ... RETURNING`` rows) into every level, in the ingest transaction.
 - ``rebuild``: recompute a time range from raw rows (after a COPY backfill).
+
+On the community license the same relations are continuous aggregates that
+TimescaleDB maintains (migration 0002); ``engine`` tells which, and both ways in
+then leave the rollups to TimescaleDB (``rebuild`` refreshes the aggregates).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, Literal
 
 from windpark.db import Connection
+
+Engine = Literal["windpark", "timescaledb"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +98,33 @@ def upsert_ctes(source: str) -> str:
     return "".join(ctes)
 
 
-async def rebuild(conn: Connection, start: datetime, end: datetime) -> None:
+async def engine(conn: Connection) -> Engine:
+    """Who maintains the rollups in this database: windpark (Apache) or TimescaleDB."""
+    continuous = await conn.fetchval(
+        "SELECT count(*) FROM timescaledb_information.continuous_aggregates"
+        " WHERE view_name = 'rollup_1m'"
+    )
+    return "timescaledb" if continuous else "windpark"
+
+
+async def rebuild(
+    conn: Connection, start: datetime, end: datetime, turbine_ids: Sequence[str] | None = None
+) -> None:
     """Recompute every level for the buckets that overlap [start, end) from raw readings.
 
-    For backfilled history; not meant to race the live concentrator on the same buckets.
+    For backfilled history (``turbine_ids``: only theirs); not meant to race the live
+    concentrator on the same buckets, nor to run over a range whose raw rows retention
+    has already dropped (the rollups are then the only history left).
     """
+    if await engine(conn) == "timescaledb":
+        # Outside a transaction, finest level first: each level reads the one below.
+        for level in LEVELS:
+            await conn.execute(
+                f"CALL refresh_continuous_aggregate('rollup_{level.name}', $1, $2)", start, end
+            )
+        return
     columns = ", ".join(ROLLUP_COLUMNS)
+    turbines = list(turbine_ids) if turbine_ids is not None else None
     async with conn.transaction():
         for level in LEVELS:
             table = f"rollup_{level.name}"
@@ -106,7 +134,11 @@ async def rebuild(conn: Connection, start: datetime, end: datetime) -> None:
                 f" + INTERVAL '{level.width}'"
             )
             await conn.execute(
-                f"DELETE FROM {table} WHERE bucket >= {lo} AND bucket < {hi}", start, end
+                f"DELETE FROM {table} WHERE bucket >= {lo} AND bucket < {hi}"
+                " AND ($3::text[] IS NULL OR turbine_id = ANY($3::text[]))",
+                start,
+                end,
+                turbines,
             )
             await conn.execute(
                 f"""
@@ -115,8 +147,10 @@ async def rebuild(conn: Connection, start: datetime, end: datetime) -> None:
                        {_aggregate_expressions()}
                 FROM readings
                 WHERE ts >= {lo} AND ts < {hi}
+                  AND ($3::text[] IS NULL OR turbine_id = ANY($3::text[]))
                 GROUP BY 1, 2
                 """,
                 start,
                 end,
+                turbines,
             )

@@ -61,6 +61,9 @@ class AcceptedReading:
     source: Source
     received_at: datetime
     dedup_key: str  # message identity: a redelivery carries the same key
+    # The bytes as received, kept only to file the reading as a reject should the
+    # database refuse its row.
+    payload: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +96,11 @@ _select_input = ", ".join(
 _columns = ", ".join(READING_COLUMNS)
 _latest_updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in READING_COLUMNS if c != "turbine_id")
 
-INSERT_READINGS_SQL: Final = f"""
+
+def _insert_readings_sql(*, with_rollups: bool) -> str:
+    # On the community license TimescaleDB maintains the rollups (continuous aggregates).
+    rollup_ctes = rollups.upsert_ctes("inserted") if with_rollups else ""
+    return f"""
 WITH input AS (
     SELECT * FROM unnest({_select_input}) AS t({_columns})
 ), inserted AS (
@@ -101,7 +108,7 @@ WITH input AS (
     SELECT {_columns} FROM input
     ON CONFLICT (turbine_id, ts) DO NOTHING
     RETURNING {_columns}
-){rollups.upsert_ctes("inserted")}
+){rollup_ctes}
 , latest AS (
     INSERT INTO latest_readings AS l ({_columns})
     SELECT DISTINCT ON (turbine_id) {_columns} FROM inserted ORDER BY turbine_id, ts DESC
@@ -109,6 +116,12 @@ WITH input AS (
 )
 SELECT turbine_id, ts FROM inserted
 """
+
+
+INSERT_READINGS_SQL: Final = {
+    "windpark": _insert_readings_sql(with_rollups=True),
+    "timescaledb": _insert_readings_sql(with_rollups=False),
+}
 
 INSERT_DUPLICATES_SQL: Final = """
 INSERT INTO duplicate_readings (dedup_key, turbine_id, ts, seq, source, received_at)
@@ -150,13 +163,21 @@ async def write_batch(
     conn: Connection,
     accepted: Sequence[AcceptedReading],
     rejected: Sequence[RejectedMessage],
+    *,
+    rollup_engine: rollups.Engine | None = None,
 ) -> BatchResult:
-    """Store one batch in one transaction; returns what happened to each part."""
+    """Store one batch in one transaction; returns what happened to each part.
+
+    ``rollup_engine`` is ``rollups.engine(conn)``: a long-lived writer asks once and
+    passes it; without it, it is asked here when the batch has readings.
+    """
     result = BatchResult()
     async with conn.transaction():
         if accepted:
+            if rollup_engine is None:
+                rollup_engine = await rollups.engine(conn)
             columns = list(zip(*(_reading_row(a) for a in accepted), strict=True))
-            rows = await conn.fetch(INSERT_READINGS_SQL, *[list(c) for c in columns])
+            rows = await conn.fetch(INSERT_READINGS_SQL[rollup_engine], *[list(c) for c in columns])
             result.inserted_keys = {(row["turbine_id"], row["ts"]) for row in rows}
             result.stored = len(rows)
             duplicates = _duplicates(accepted, result.inserted_keys)

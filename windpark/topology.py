@@ -1,14 +1,16 @@
 """Declares the broker topology of the wire contract (idempotent).
 
-Called by ``windpark setup`` and again by the concentrator at start-up, so the
-queue exists and is bound before any turbine publishes: a publish that matches
-no queue is confirmed by the broker and lost.
+``windpark setup`` declares it, as the admin identity, before any turbine user exists,
+so the queue is bound before any turbine can publish: a publish (AMQP or MQTT) that
+matches no queue is confirmed by the broker and lost. The services' own users may not
+declare anything; they only check, passively, that their part of it is there.
 """
 
 from __future__ import annotations
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractQueue
+from aiormq.exceptions import ChannelNotFoundEntity
 
 from windpark import contract
 
@@ -30,3 +32,20 @@ async def declare(channel: AbstractChannel) -> AbstractQueue:
     )
     await queue.bind(exchange, routing_key=contract.ROUTING_PATTERN)
     return queue
+
+
+class TopologyMissingError(RuntimeError):
+    """The broker lacks what `windpark setup` declares."""
+
+
+async def existing_queue(channel: AbstractChannel) -> AbstractQueue:
+    """The concentrator's queue, declared passively: no configure permission needed.
+
+    The channel is closed by the broker when the queue is missing.
+    """
+    try:
+        return await channel.declare_queue(contract.QUEUE, passive=True)
+    except ChannelNotFoundEntity as exc:
+        raise TopologyMissingError(
+            f"queue {contract.QUEUE} does not exist on the broker: run `windpark setup` first"
+        ) from exc

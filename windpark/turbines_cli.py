@@ -1,30 +1,78 @@
-"""``windpark turbines add|list``: the turbine registry from the command line."""
+"""``windpark turbines add|list``: the turbine registry and the turbines' broker identities."""
 
 from __future__ import annotations
 
 import asyncpg
 
-from windpark import registry
+from windpark import broker_admin, contract, registry
 from windpark.bootstrap import SetupSettings
+from windpark.broker_admin import BrokerAdmin, Credentials
+from windpark.settings import BrokerSettings
 from windpark.turbine_model import UnknownTurbineModelError
 
 
-async def add(turbine_id: str, *, model: str | None, name: str | None) -> int:
-    settings = SetupSettings()
+async def provision(
+    settings: SetupSettings,
+    turbine_id: str,
+    *,
+    model: str | None = None,
+    name: str | None = None,
+    rotate: bool = False,
+) -> tuple[bool, Credentials]:
+    """Registry row and broker user with its permissions (idempotent).
+
+    Returns (registered now, credentials); the password is new only when ``issued``.
+    """
+    broker_admin.check_turbine_user(turbine_id)
     conn = await asyncpg.connect(settings.db.dsn())
     try:
         added = await registry.add_turbine(
             conn, turbine_id, model=model or settings.turbine_model, name=name
         )
-    except UnknownTurbineModelError as exc:
+    finally:
+        await conn.close()
+    async with BrokerAdmin.open(settings.broker) as admin:
+        credentials = await broker_admin.provision_turbine(
+            admin, settings.broker.vhost, turbine_id, settings.broker.secrets_dir, rotate=rotate
+        )
+    return added, credentials
+
+
+def _show_credentials(broker: BrokerSettings, credentials: Credentials) -> None:
+    user = credentials.user
+    print(
+        f"broker identity of {user} (the password is shown this once; give it to the device):\n"
+        f"  user      {user}\n"
+        f"  password  {credentials.password}\n"
+        f"  AMQPS     {broker.host}:{broker.port} vhost {broker.vhost},"
+        f" exchange {contract.EXCHANGE}, routing key {contract.routing_key(user)}\n"
+        f"  MQTTS     {broker.host}:{broker.mqtt_port} username {broker.vhost}:{user},"
+        f" topic {contract.mqtt_topic(user)}, QoS 1\n"
+        f"  CA        {broker.ca_file}\n"
+        f"local generators read it from {broker.secrets_dir / user}"
+    )
+
+
+async def add(turbine_id: str, *, model: str | None, name: str | None, rotate: bool = False) -> int:
+    settings = SetupSettings()
+    try:
+        added, credentials = await provision(
+            settings, turbine_id, model=model, name=name, rotate=rotate
+        )
+    except (ValueError, UnknownTurbineModelError) as exc:
         print(f"windpark: {exc}")
         return 2
     except asyncpg.CheckViolationError:
         print(f"windpark: invalid turbine id {turbine_id!r} (letters, digits, _ and -; 1-64)")
         return 2
-    finally:
-        await conn.close()
     print(f"{'registered' if added else 'already registered'}: {turbine_id}")
+    if credentials.issued:
+        _show_credentials(settings.broker, credentials)
+    else:
+        print(
+            f"broker identity of {turbine_id}: provisioned, password unchanged"
+            " (--rotate-credentials issues a new one)"
+        )
     return 0
 
 

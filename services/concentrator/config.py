@@ -6,12 +6,13 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from windpark.settings import BrokerSettings, DatabaseSettings, WindparkSettings
+from windpark.settings import ConcentratorBrokerSettings, DatabaseSettings, WindparkSettings
 
 
 class Settings(WindparkSettings):
     db: DatabaseSettings = DatabaseSettings()
-    broker: BrokerSettings = BrokerSettings()
+    # Connects as `concentrator`, which may only consume its queue.
+    broker: ConcentratorBrokerSettings = ConcentratorBrokerSettings()
     # A batch is written when it holds batch_size messages or batch_max_wait_s has passed
     # since its first message, whichever comes first.
     batch_size: Annotated[int, Field(ge=1, le=50_000)] = 500
@@ -27,6 +28,9 @@ class Settings(WindparkSettings):
     # Metrics (Prometheus text) on this port; 0 disables the endpoint.
     metrics_port: Annotated[int, Field(ge=0, le=65_535)] = 0
     metrics_host: str = "127.0.0.1"
+    # Raw readings (and rejects) older than this are dropped; rollups are kept.
+    retention_days: Annotated[int, Field(ge=8)] = 90
+    retention_every_s: Annotated[float, Field(gt=0)] = 3600.0
 
     @model_validator(mode="after")
     def _prefetch_covers_batch(self) -> Settings:

@@ -15,7 +15,7 @@ from datetime import datetime
 
 import asyncpg
 
-from windpark import storage
+from windpark import rollups, storage
 from windpark.storage import AcceptedReading, BatchResult, RejectedMessage, Source
 from windpark.validation import Outcome, TurbineInfo, TurbineTrack, judge
 
@@ -110,6 +110,7 @@ def judge_batch(
                 source=source,
                 received_at=message.received_at,
                 dedup_key=key,
+                payload=message.body,
             )
         )
         if verdict.track is not None:
@@ -117,6 +118,10 @@ def judge_batch(
     return batch
 
 
-async def store(pool: asyncpg.Pool, batch: JudgedBatch) -> BatchResult:
+async def store(
+    pool: asyncpg.Pool, batch: JudgedBatch, rollup_engine: rollups.Engine
+) -> BatchResult:
     async with pool.acquire() as conn:
-        return await storage.write_batch(conn, batch.accepted, batch.rejected)
+        return await storage.write_batch(
+            conn, batch.accepted, batch.rejected, rollup_engine=rollup_engine
+        )

@@ -37,7 +37,7 @@ from services.concentrator.ingest import (
     judge_batch,
     store,
 )
-from windpark import contract, registry, topology
+from windpark import contract, registry, retention, rollups, topology
 from windpark.storage import BatchResult, RejectedMessage
 from windpark.validation import TurbineInfo, TurbineTrack, track_from_history
 
@@ -54,6 +54,7 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.TransactionRollbackError,
 )
+RETENTION_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError)
 TRACK_HISTORY_READINGS = 5
 T = TypeVar("T")
 
@@ -120,18 +121,26 @@ class Concentrator:
         self.turbines: dict[str, TurbineInfo] = {}
         self.tracks: dict[str, TurbineTrack] = {}
         self._registry_read_at = 0.0
+        self.rollup_engine: rollups.Engine = "windpark"
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._consumer_tag: str | None = None
         self._queue: aio_pika.abc.AbstractRobustQueue | None = None
 
     async def start(self) -> None:
+        async def ask_engine() -> rollups.Engine:
+            async with self.pool.acquire() as conn:
+                return await rollups.engine(conn)
+
+        self.rollup_engine = await _retry_forever(
+            "asking the rollup engine", ask_engine, self.settings
+        )
         await self._refresh_registry(force=True)
         await self._load_tracks(list(self.turbines))
         channel = await self.connection.channel()
         await channel.set_qos(prefetch_count=self.settings.prefetch)
-        # Declared here as well as by `windpark setup`: the queue must exist and be bound
-        # before any turbine publishes, whatever was started first.
-        queue = await topology.declare(channel)
+        # Passive: declaring belongs to `windpark setup` (the admin), which binds the queue
+        # before any turbine may log in; this identity may only consume.
+        queue = await topology.existing_queue(channel)
         self._queue = queue  # type: ignore[assignment]
         # Robust queues re-register this consumer on the new channel after a reconnect.
         self._consumer_tag = await queue.consume(self._inbox.put, no_ack=False)
@@ -204,7 +213,7 @@ class Concentrator:
 
     async def _write(self, judged: JudgedBatch) -> BatchResult:
         try:
-            return await store(self.pool, judged)
+            return await self._store(judged)
         except TRANSIENT_DB_ERRORS:
             raise
         except asyncpg.PostgresError:
@@ -214,21 +223,23 @@ class Concentrator:
             log.exception("batch refused by the database; storing one by one")
             return await self._write_one_by_one(judged)
 
+    async def _store(self, judged: JudgedBatch) -> BatchResult:
+        return await store(self.pool, judged, self.rollup_engine)
+
     async def _write_one_by_one(self, judged: JudgedBatch) -> BatchResult:
         total = BatchResult()
         for item in judged.accepted:
             single = JudgedBatch(accepted=[item])
             try:
-                part = await store(self.pool, single)
+                part = await self._store(single)
             except TRANSIENT_DB_ERRORS:
                 raise
             except asyncpg.PostgresError as exc:
-                part = await store(
-                    self.pool,
+                part = await self._store(
                     JudgedBatch(
                         rejected=[
                             RejectedMessage(
-                                payload=contract.encode(item.reading),
+                                payload=item.payload or contract.encode(item.reading),
                                 reasons=[
                                     ("storage_error", f"database refused the row: {exc}", None)
                                 ],
@@ -245,7 +256,7 @@ class Concentrator:
             total.duplicates += part.duplicates
             total.rejected += part.rejected
         if judged.rejected:
-            part = await store(self.pool, JudgedBatch(rejected=judged.rejected))
+            part = await self._store(JudgedBatch(rejected=judged.rejected))
             total.rejected += part.rejected
         return total
 
@@ -341,6 +352,21 @@ async def _ack(messages: Sequence[AbstractIncomingMessage]) -> None:
             log.warning("ack failed after commit (%r); the batch will be redelivered", exc)
 
 
+async def _retention_loop(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+    """Drop raw data past the retention period, now and then every retention_every_s.
+
+    Idempotent, so several concentrators doing it is harmless.
+    """
+    while not stop.is_set():
+        try:
+            async with pool.acquire() as conn:
+                await retention.enforce(conn, settings.retention_days)
+        except RETENTION_ERRORS:
+            log.exception("retention run failed; next try in %.0f s", settings.retention_every_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=settings.retention_every_s)
+
+
 async def run(settings: Settings) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -350,9 +376,13 @@ async def run(settings: Settings) -> int:
     async with lifespan(settings) as resources:
         concentrator = Concentrator(settings, resources)
         await concentrator.start()
+        housekeeping = asyncio.create_task(_retention_loop(settings, resources.pool, stop))
         try:
             await concentrator.run_batches(stop)
         finally:
             await concentrator.stop()
+            housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await housekeeping
     log.info("concentrator stopped")
     return 0

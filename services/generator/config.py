@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -13,13 +13,18 @@ from windpark.turbine_model import DEFAULT_MODEL
 
 
 class Settings(WindparkSettings):
+    # The broker user is each simulated turbine's own (its id), with the password from
+    # the secrets folder (services/generator/transport.py).
     broker: BrokerSettings = BrokerSettings()
+    # AMQP 0-9-1 with publisher confirms, or MQTT 3.1.1 QoS 1 as a field device would.
+    transport: Literal["amqp", "mqtt"] = "amqp"
     # Identity: one explicit turbine (one container per turbine in compose), or
     # `turbines` consecutive park ids WTG01..WTGnn simulated in this one process.
     turbine_id: str | None = None
     # With claim_turbine set (compose's `--scale generator=N`, where every container has
-    # the same environment), the generator takes the first free id of WTG01..WTG<park_size>
-    # by holding an exclusive broker queue: the lease ends with its connection.
+    # the same environment), the generator takes the first of WTG01..WTG<park_size> whose
+    # credentials the broker accepts: each turbine user may hold one connection at a time,
+    # so the lease ends with the connection.
     claim_turbine: bool = False
     park_size: Annotated[int, Field(ge=1, le=100_000)] = 10
     # Prefix of the park's ids (WTG01, WTG02, ...).

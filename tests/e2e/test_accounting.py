@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests.conftest import provisioned_turbines
 from tests.e2e.conftest import poll, windpark_env, windpark_process
 from windpark import accounting, registry
 from windpark.bootstrap import SetupSettings
@@ -54,12 +55,17 @@ async def test_every_published_reading_is_stored_rejected_or_a_counted_duplicate
 ) -> None:
     prefix = f"E{uuid.uuid4().hex[:6]}-"
     senders = registry.park_turbine_ids(TURBINES, prefix)
-    conn = await asyncpg.connect(prepared.db.dsn())
-    try:
-        for sender in senders:
-            await registry.add_turbine(conn, sender, model="E-82/2300")
-    finally:
-        await conn.close()
+    async with provisioned_turbines(prepared, senders):
+        await _run_accounting(prepared, logs_dir, prefix, senders, kill_concentrator)
+
+
+async def _run_accounting(
+    prepared: SetupSettings,
+    logs_dir: Path,
+    prefix: str,
+    senders: list[str],
+    kill_concentrator: bool,
+) -> None:
     truth = logs_dir / "truth.jsonl"
     env = windpark_env(
         WINDPARK_ERROR_RATE="0.2",
@@ -89,8 +95,15 @@ async def test_every_published_reading_is_stored_rejected_or_a_counted_duplicate
     assert report.count("rejected", "accepted") + report.count("rejected", "flagged") == 0
 
 
-def test_generator_exits_cleanly_on_sigterm(prepared: SetupSettings, logs_dir: Path) -> None:
-    env = windpark_env(WINDPARK_ID_PREFIX=f"S{uuid.uuid4().hex[:6]}-")
+async def test_generator_exits_cleanly_on_sigterm(prepared: SetupSettings, logs_dir: Path) -> None:
+    prefix = f"S{uuid.uuid4().hex[:6]}-"
+    async with provisioned_turbines(prepared, registry.park_turbine_ids(2, prefix)):
+        await asyncio.to_thread(
+            _generator_sigterm, windpark_env(WINDPARK_ID_PREFIX=prefix), logs_dir
+        )
+
+
+def _generator_sigterm(env: dict[str, str], logs_dir: Path) -> None:
     log = logs_dir / "gen.log"
     with log.open("wb") as out:
         process = subprocess.Popen(

@@ -28,9 +28,28 @@ async def test_make_run_serves_fresh_readings_and_exact_park_means(
     with windpark_process(
         ["run", "--generators", "10", "--port", str(port)], windpark_env(), logs_dir / "run.log"
     ) as process:
+        # As a user of `make run` does: the admin password that setup wrote, then a token.
+        password_file = SetupSettings().api.admin_password_file
+
+        def admin_token() -> str | None:
+            answer = httpx.post(
+                f"{base}/v1/token",
+                data={
+                    "grant_type": "password",
+                    "username": "admin",
+                    "password": password_file.read_text(encoding="utf-8"),
+                },
+                timeout=5,
+            )
+            return str(answer.json()["access_token"]) if answer.status_code == 200 else None
+
+        auth = {"Authorization": f"Bearer {await asyncio.to_thread(poll, admin_token, 30.0)}"}
+        async with httpx.AsyncClient() as anonymous:
+            refused = await anonymous.get(f"{base}/datos-generadores/", timeout=5)
+        assert refused.status_code == 401
 
         def ten_fresh_turbines() -> list[dict[str, object]] | None:
-            answer = httpx.get(f"{base}/datos-generadores/", timeout=2)  # in a thread
+            answer = httpx.get(f"{base}/datos-generadores/", headers=auth, timeout=2)  # in a thread
             rows = [r for r in answer.json()["turbines"] if r["turbine_id"] in PARK]
             fresh = [r for r in rows if r["age_s"] is not None and r["age_s"] < 5]
             return rows if len(fresh) == 10 else None
@@ -53,6 +72,7 @@ async def test_make_run_serves_fresh_readings_and_exact_park_means(
                     "desde": first_full.isoformat(),
                     "hasta": minute_end.isoformat(),
                 },
+                headers=auth,
                 timeout=5,
             )
         assert answer.status_code == 200, answer.text

@@ -20,6 +20,8 @@ TABLES = {
     "rollup_10m",
     "rollup_1h",
     "rollup_1d",
+    "api_users",
+    "api_clients",
 }
 
 

@@ -113,3 +113,8 @@ def test_every_windpark_variable_names_a_real_setting(
     known = _env_names(settings_cls)
     unknown = {k for k in env if k.startswith("WINDPARK_") and k not in known}
     assert not unknown, f"{service}: settings that no field reads: {unknown}"
+
+
+def test_the_api_signing_key_is_required_not_defaulted(compose: dict[str, Any]) -> None:
+    env = compose["services"]["aggregator"]["environment"]
+    assert env["WINDPARK_API__JWT_KEY"] == "${WINDPARK_JWT_KEY?Variable not set}"

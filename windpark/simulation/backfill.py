@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Final
 
-import asyncpg
 import numpy as np
 
+from windpark.db import Connection
 from windpark.simulation.park import ParkSimulator, ReadingBlock, from_ms, to_ms
 from windpark.simulation.turbine import STATES
 
@@ -123,7 +123,7 @@ async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
 
 
 async def backfill(
-    conn: asyncpg.Connection,
+    conn: Connection,
     sim: ParkSimulator,
     start: datetime,
     end: datetime,

@@ -1,0 +1,104 @@
+"""Failed logins counted per user name and per client address, in a sliding window.
+
+In memory, per process: with N API processes (uvicorn workers, replicas) an attacker
+gets N times the allowance. Enough for one process behind a single-node deployment;
+a fleet needs a shared counter (the database or Redis) or the proxy's own limit.
+
+The address is the socket peer as the server reports it (``scope["client"]``):
+``X-Forwarded-For`` changes it only when uvicorn trusts the sending proxy
+(``WINDPARK_FORWARDED_ALLOW_IPS``), never for any client that sets the header.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Final
+
+# Keys tracked at most; past it the oldest is forgotten, so that spraying many names
+# costs the attacker their own limit, not the API's memory.
+MAX_KEYS: Final = 100_000
+
+
+class FailureLimiter:
+    def __init__(
+        self,
+        *,
+        max_failures: int,
+        window_s: float,
+        clock: Callable[[], float],
+        max_keys: int = MAX_KEYS,
+    ) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self._clock = clock
+        self._max_keys = max_keys
+        self._failures: dict[str, deque[float]] = {}
+
+    def retry_after_s(self, keys: Iterable[str]) -> int | None:
+        """Seconds until another attempt may be made, or None if one may be made now.
+
+        ``max_failures`` failures within the window block the next attempt (the 11th,
+        with the default 10), whatever its credentials, until the oldest leaves the window.
+        """
+        now = self._clock()
+        waits = []
+        for key in keys:
+            failures = self._recent(key, now)
+            if failures is not None and len(failures) >= self.max_failures:
+                waits.append(failures[-self.max_failures] + self.window_s - now)
+        return max(1, math.ceil(max(waits))) if waits else None
+
+    def record_failure(self, keys: Iterable[str]) -> None:
+        now = self._clock()
+        for key in keys:
+            failures = self._recent(key, now)
+            if failures is None:
+                if len(self._failures) >= self._max_keys:
+                    self._evict(now)
+                failures = self._failures[key] = deque()
+            failures.append(now)
+            # Only the newest max_failures matter for the decision.
+            while len(failures) > self.max_failures:
+                failures.popleft()
+
+    def forget(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+    def withdraw(self, key: str) -> None:
+        """Take back one failure of ``key`` (an attempt counted in advance that succeeded)."""
+        failures = self._failures.get(key)
+        if failures:
+            failures.pop()
+            if not failures:
+                del self._failures[key]
+
+    def _recent(self, key: str, now: float) -> deque[float] | None:
+        failures = self._failures.get(key)
+        if failures is None:
+            return None
+        while failures and failures[0] <= now - self.window_s:
+            failures.popleft()
+        if not failures:
+            del self._failures[key]
+            return None
+        return failures
+
+    def _evict(self, now: float) -> None:
+        for key in list(self._failures):
+            self._recent(key, now)
+        while len(self._failures) >= self._max_keys:
+            del self._failures[next(iter(self._failures))]
+
+
+def user_key(username: str) -> str:
+    return f"user:{username.lower()}"
+
+
+def client_key(client_id: str) -> str:
+    return f"client:{client_id.lower()}"
+
+
+def address_key(address: str | None) -> str:
+    return f"addr:{address or 'unknown'}"

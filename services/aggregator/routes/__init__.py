@@ -1,0 +1,1 @@
+"""HTTP routes: the Spanish seed paths, the versioned English API and health."""

@@ -1,0 +1,293 @@
+"""Shapes of the API's answers. Every number carries its unit in its name; times are RFC 3339."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Turbine(_Answer):
+    turbine_id: str
+    name: str
+    model: str
+    rated_power_kw: float
+    created_at: datetime
+
+
+class TurbineList(_Answer):
+    turbines: list[Turbine]
+
+
+class LatestReading(_Answer):
+    """The newest stored reading of a registered turbine; reading fields are null until
+    the turbine has sent one."""
+
+    turbine_id: str
+    name: str
+    model: str
+    rated_power_kw: float
+    ts: datetime | None = Field(description="device time of the reading")
+    age_s: float | None = Field(description="seconds between ts and as_of")
+    seq: int | None
+    state: str | None
+    power_kw: float | None
+    wind_speed_ms: float | None
+    temperature_c: float | None
+    rotor_rpm: float | None
+    pitch_deg: float | None
+    nacelle_temperature_c: float | None
+    wind_direction_deg: float | None
+    setpoint_kw: float | None
+    quality_flags: int | None = Field(description="bits of windpark.validation QualityFlag")
+    source: str | None
+    received_at: datetime | None
+
+
+class LatestReadings(_Answer):
+    as_of: datetime = Field(description="database time at which the ages were computed")
+    turbines: list[LatestReading]
+
+
+class Reading(_Answer):
+    ts: datetime
+    seq: int
+    state: str
+    power_kw: float
+    wind_speed_ms: float
+    temperature_c: float
+    rotor_rpm: float | None
+    pitch_deg: float | None
+    nacelle_temperature_c: float | None
+    wind_direction_deg: float | None
+    setpoint_kw: float | None
+    quality_flags: int
+    source: str
+    received_at: datetime
+
+
+class ReadingPage(_Answer):
+    turbine_id: str
+    window_start: datetime
+    window_end: datetime
+    readings: list[Reading]
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null on the last page"
+    )
+
+
+class _BucketTimes(_Answer):
+    bucket_start: datetime = Field(description="written with the offset of the requested zone")
+    bucket_end: datetime
+    duration_s: float = Field(description="23 h or 25 h for local days with a DST change")
+    partial: bool = Field(
+        description="the bucket has not ended yet: its statistics will still change"
+    )
+
+
+class TurbineStats(_Answer):
+    """Statistics of one turbine in one bucket (IEC 61400-25 style _Avg/_Min/_Max/_Std)."""
+
+    n: int = Field(description="readings in the bucket")
+    n_available: int = Field(description="readings not in fault or maintenance")
+    availability: float = Field(description="n_available / n")
+    power_avg_kw: float
+    power_min_kw: float
+    power_max_kw: float
+    power_std_kw: float | None = Field(description="sample standard deviation; null when n = 1")
+    wind_speed_avg_ms: float
+    wind_speed_min_ms: float
+    wind_speed_max_ms: float
+    wind_speed_std_ms: float | None
+    temperature_avg_c: float
+    temperature_min_c: float
+    temperature_max_c: float
+    temperature_std_c: float | None
+    energy_kwh: float = Field(
+        description="power_avg_kw x the bucket's duration (its elapsed part while partial)"
+    )
+
+
+class _TurbineIdentity(_Answer):
+    turbine_id: str
+
+
+# Base order decides field order (the later base's fields come first): id, then statistics.
+class TurbineBucketStats(TurbineStats, _TurbineIdentity):
+    pass
+
+
+class ParkBucket(_BucketTimes):
+    turbines_reporting: int
+    n: int = Field(description="readings of all turbines in the bucket")
+    park_mean_power_kw: float = Field(
+        description="mean of every reading in the bucket: sum(power) / n over all turbines"
+    )
+    park_total_power_kw: float = Field(description="sum of the turbines' mean powers")
+    wind_speed_avg_ms: float = Field(description="mean of every reading in the bucket")
+    temperature_avg_c: float
+    availability: float
+    energy_kwh: float = Field(description="sum of the turbines' energy_kwh")
+    turbines: list[TurbineBucketStats]
+
+
+class TurbineBucket(TurbineStats, _BucketTimes):
+    pass
+
+
+class _AggregateWindow(_Answer):
+    bucket: Literal["1m", "10m", "1h", "1d"]
+    tz: str
+    window_start: datetime = Field(description="start of the first bucket")
+    window_end: datetime = Field(description="end of the last bucket")
+    generated_at: datetime
+    complete_until: datetime = Field(
+        description="every bucket that ends at or before this instant is complete"
+    )
+
+
+class ParkAggregates(_AggregateWindow):
+    buckets: list[ParkBucket] = Field(description="buckets with data, oldest first")
+
+
+class TurbineAggregates(_AggregateWindow):
+    turbine_id: str
+    buckets: list[TurbineBucket] = Field(description="buckets with data, oldest first")
+
+
+class RejectReason(_Answer):
+    code: str
+    message: str
+    field: str | None
+
+
+class Queued(_Answer):
+    status: Literal["queued"] = "queued"
+    turbine_id: str
+    seq: int
+    ts: datetime
+    message_id: str = Field(description="AMQP message id; the concentrator's dedup key")
+    outcome: Literal["accepted", "flagged"] = Field(
+        description="the API's verdict without the turbine's history; the concentrator "
+        "judges the reading again before it stores it"
+    )
+    quality_flags: int = Field(description="bits of QualityFlag (0 when accepted)")
+    flags: list[str] = Field(description="names of the quality flags set")
+
+
+class Rejected(_Answer):
+    status: Literal["rejected"] = "rejected"
+    reasons: list[RejectReason]
+
+
+class RejectedAnswer(_Answer):
+    detail: Rejected
+
+
+class ErrorAnswer(_Answer):
+    detail: str
+
+
+class Health(_Answer):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(_Answer):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str]
+
+
+class QualityBucket(_Answer):
+    """Data quality of one turbine in one bucket (UTC hours or days)."""
+
+    bucket_start: datetime
+    turbine_id: str
+    received: int = Field(description="stored + rejected + duplicates")
+    stored: int = Field(description="readings stored (accepted or flagged)")
+    clean: int = Field(description="stored without any quality flag")
+    flagged: int = Field(description="stored with at least one quality flag")
+    flagged_by_kind: dict[str, int] = Field(description="readings per quality flag")
+    rejected: int = Field(description="messages rejected (by arrival time)")
+    rejected_by_reason: dict[str, int] = Field(description="reject reason code -> messages")
+    duplicates: int = Field(description="messages absorbed as duplicates")
+    expected: float = Field(description="readings expected at the sampling interval")
+    completeness: float = Field(description="stored / expected, at most 1")
+
+
+class QualityReport(_Answer):
+    bucket: Literal["1h", "1d"]
+    start: datetime
+    end: datetime
+    expected_interval_s: float
+    buckets: list[QualityBucket]
+
+
+class Reject(_Answer):
+    id: int
+    received_at: datetime
+    source: str
+    turbine_id: str | None
+    seq: int | None
+    reasons: list[str]
+    details: list[RejectReason]
+    payload_base64: str = Field(description="the bytes exactly as received")
+    payload_text: str = Field(description="the bytes as UTF-8, undecodable bytes replaced")
+
+
+class RejectPage(_Answer):
+    rejects: list[Reject] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as `cursor` for older rejects")
+
+
+class PowerCurveBin(_Answer):
+    bin_ms: float = Field(description="bin centre, density-normalised wind speed")
+    n: int
+    wind_avg_ms: float
+    power_avg_kw: float
+    power_std_kw: float | None
+    reference_power_kw: float = Field(description="the model's curve at wind_avg_ms")
+    performance_ratio: float | None = Field(description="power_avg_kw / reference_power_kw")
+
+
+class PowerCurve(_Answer):
+    turbine_id: str
+    model: str
+    rated_power_kw: float
+    start: datetime
+    end: datetime
+    readings_used: int = Field(description="running, without doubts about the values")
+    performance_ratio: float | None = Field(
+        description="sum(n x measured) / sum(n x reference) over bins with a reference"
+    )
+    bins: list[PowerCurveBin]
+
+
+# Tokens (POST /v1/token) --------------------------------------------------------------------
+
+
+class TokenAnswer(_Answer):
+    """RFC 6749 section 5.1."""
+
+    access_token: str = Field(description="a JWT (HS256); send it as `Authorization: Bearer …`")
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 (a token type, not a secret)
+    expires_in: int = Field(description="seconds the token stays valid")
+    scope: str = Field(description="the granted scopes, space-separated")
+
+
+class TokenError(_Answer):
+    """RFC 6749 section 5.2, with the API's usual `detail`."""
+
+    error: Literal[
+        "invalid_request",
+        "invalid_grant",
+        "invalid_client",
+        "invalid_scope",
+        "unsupported_grant_type",
+    ]
+    error_description: str
+    detail: str

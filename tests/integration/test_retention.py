@@ -1,0 +1,48 @@
+"""Retention drops old raw readings and keeps the rollups (the long-term history)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from tests.factories import accepted, make_series
+from windpark import retention
+from windpark.storage import RejectedMessage, write_batch
+
+
+async def test_old_raw_readings_go_rollups_stay(db_pool: asyncpg.Pool, turbine_id: str) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    old = make_series(turbine_id, now - timedelta(days=120), 30, step_s=60)
+    recent = make_series(turbine_id, now - timedelta(days=3), 30, step_s=60, seq0=1000)
+    old_reject = RejectedMessage(
+        payload=b"{",
+        reasons=[("malformed_json", "truncated", None)],
+        source="amqp",
+        received_at=now - timedelta(days=120),
+        dedup_key=f"retention-test:{turbine_id}",
+        turbine_id=turbine_id,
+    )
+    async with db_pool.acquire() as conn:
+        await write_batch(conn, [accepted(r) for r in old + recent], [old_reject])
+        result = await retention.enforce(conn, 90)
+        left = await conn.fetch(
+            "SELECT ts FROM readings WHERE turbine_id = $1 ORDER BY ts", turbine_id
+        )
+        rollup_n = await conn.fetchval(
+            "SELECT sum(n) FROM rollup_1h WHERE turbine_id = $1", turbine_id
+        )
+        rejects = await conn.fetchval(
+            "SELECT count(*) FROM rejected_readings WHERE turbine_id = $1", turbine_id
+        )
+    assert result.dropped_chunks >= 1
+    assert [r["ts"] for r in left] == [r.ts for r in recent]
+    assert rollup_n == 60  # the old readings' statistics outlive the raw rows
+    assert rejects == 0
+
+
+async def test_retention_refuses_to_drop_what_may_still_arrive(db_pool: asyncpg.Pool) -> None:
+    async with db_pool.acquire() as conn:
+        with pytest.raises(ValueError, match="at least 8 days"):
+            await retention.enforce(conn, 7)

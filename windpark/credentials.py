@@ -1,0 +1,245 @@
+"""Who may call the HTTP API: people (``api_users``) and machines (``api_clients``).
+
+Passwords and client secrets are stored as Argon2id hashes only (pwdlib), with OWASP's
+minimum parameters: 19 MiB of memory, 2 passes, 1 lane. A hash made with other
+parameters is replaced at the next successful login (``verify``). Hashing is CPU work
+of ~30 ms: async callers run it in a thread.
+
+The SQL here is shared by ``windpark users|clients`` and the API's token endpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Final
+
+import asyncpg
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+
+from windpark.db import Connection
+
+
+class Scope(StrEnum):
+    """What a token lets its bearer do. ``admin`` implies every other scope."""
+
+    TELEMETRY_READ = "telemetry:read"  # every GET of data: seed paths, /v1, metrics
+    READINGS_WRITE = "readings:write"  # POST a reading; a client may be bound to one turbine
+    ALERTS_MANAGE = "alerts:manage"  # reserved for alert rules and acknowledgements
+    ADMIN = "admin"
+
+
+SCOPE_DESCRIPTIONS: Final = {
+    Scope.TELEMETRY_READ: "read latest values, aggregates, history, quality and metrics",
+    Scope.READINGS_WRITE: "send readings (a client bound to a turbine: that turbine's only)",
+    Scope.ALERTS_MANAGE: "manage alert rules and acknowledge alerts",
+    Scope.ADMIN: "everything",
+}
+
+# User names and client ids: what a person can type, and what fits a token's `sub`.
+NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+# Longer inputs are not hashed at all (Argon2 would, slowly): nobody's password is this long.
+MAX_SECRET_CHARS: Final = 1024
+
+HASHER: Final = PasswordHash([Argon2Hasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)])
+
+
+# Checked against when the user does not exist, so that a wrong name costs as much time
+# as a wrong password and response times do not reveal which names exist.
+@functools.cache
+def _dummy_hash() -> str:
+    return HASHER.hash(secrets.token_urlsafe(16))
+
+
+class CredentialsError(ValueError):
+    """A name, scope or turbine that cannot be stored."""
+
+
+def parse_scopes(values: Iterable[str]) -> tuple[Scope, ...]:
+    """Known scopes, deduplicated, in a stable order; CredentialsError for anything else."""
+    scopes = set()
+    for value in values:
+        try:
+            scopes.add(Scope(value))
+        except ValueError:
+            known = ", ".join(s.value for s in Scope)
+            raise CredentialsError(f"unknown scope {value!r} (known: {known})") from None
+    return tuple(s for s in Scope if s in scopes)
+
+
+def check_name(kind: str, name: str) -> str:
+    if not NAME_RE.fullmatch(name):
+        raise CredentialsError(
+            f"invalid {kind} {name!r}: 1-64 letters, digits, '_', '.', '@' or '-',"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+def new_secret() -> str:
+    """A password or client secret for someone who did not choose one: 192 random bits."""
+    return secrets.token_urlsafe(24)
+
+
+def hash_secret(secret: str) -> str:
+    if not secret:
+        raise CredentialsError("an empty password or secret cannot be stored")
+    if len(secret) > MAX_SECRET_CHARS:
+        raise CredentialsError(f"passwords and secrets are at most {MAX_SECRET_CHARS} characters")
+    return HASHER.hash(secret)
+
+
+def verify(secret: str, stored_hash: str | None) -> tuple[bool, str | None]:
+    """(matches, new hash to store or None). ``stored_hash=None`` (no such user) costs the
+    same time and never matches."""
+    if len(secret) > MAX_SECRET_CHARS:
+        return False, None
+    if stored_hash is None:
+        HASHER.verify(secret, _dummy_hash())
+        return False, None
+    return HASHER.verify_and_update(secret, stored_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A user or a client as the token endpoint and the CLI see it."""
+
+    name: str
+    secret_hash: str
+    scopes: tuple[Scope, ...]
+    disabled: bool
+    created_at: datetime
+    # Clients only: the turbine whose readings this client may send.
+    turbine_id: str | None = None
+
+
+def _account(row: asyncpg.Record, *, client: bool) -> Account:
+    return Account(
+        name=row["client_id" if client else "username"],
+        secret_hash=row["secret_hash" if client else "password_hash"],
+        scopes=parse_scopes(row["scopes"]),
+        disabled=row["disabled"],
+        created_at=row["created_at"],
+        turbine_id=row["turbine_id"] if client else None,
+    )
+
+
+# Users ---------------------------------------------------------------------------------------
+
+
+async def add_user(
+    conn: Connection, username: str, password_hash: str, scopes: Iterable[Scope]
+) -> bool:
+    """True if created, False if the name is taken (nothing changes then)."""
+    status = await conn.execute(
+        "INSERT INTO api_users (username, password_hash, scopes) VALUES ($1, $2, $3)"
+        " ON CONFLICT (username) DO NOTHING",
+        check_name("user name", username),
+        password_hash,
+        [s.value for s in scopes],
+    )
+    return status.endswith(" 1")
+
+
+async def get_user(conn: Connection, username: str) -> Account | None:
+    row = await conn.fetchrow(
+        "SELECT username, password_hash, scopes, disabled, created_at FROM api_users"
+        " WHERE username = $1",
+        username,
+    )
+    return None if row is None else _account(row, client=False)
+
+
+async def list_users(conn: Connection) -> list[Account]:
+    rows = await conn.fetch(
+        "SELECT username, password_hash, scopes, disabled, created_at FROM api_users"
+        " ORDER BY username"
+    )
+    return [_account(r, client=False) for r in rows]
+
+
+async def set_user_password(conn: Connection, username: str, password_hash: str) -> bool:
+    status = await conn.execute(
+        "UPDATE api_users SET password_hash = $2 WHERE username = $1", username, password_hash
+    )
+    return status == "UPDATE 1"
+
+
+async def set_user_disabled(conn: Connection, username: str, disabled: bool) -> bool:
+    status = await conn.execute(
+        "UPDATE api_users SET disabled = $2 WHERE username = $1", username, disabled
+    )
+    return status == "UPDATE 1"
+
+
+async def delete_user(conn: Connection, username: str) -> bool:
+    return await conn.execute("DELETE FROM api_users WHERE username = $1", username) == "DELETE 1"
+
+
+# Clients -------------------------------------------------------------------------------------
+
+
+async def add_client(
+    conn: Connection,
+    client_id: str,
+    secret_hash: str,
+    scopes: Iterable[Scope],
+    *,
+    turbine_id: str | None = None,
+) -> bool:
+    """True if created, False if the id is taken. A turbine binding needs readings:write
+    and a registered turbine (the database checks both)."""
+    scopes = tuple(scopes)
+    if turbine_id is not None and Scope.READINGS_WRITE not in scopes:
+        raise CredentialsError("--turbine binds readings:write: give the client that scope")
+    status = await conn.execute(
+        "INSERT INTO api_clients (client_id, secret_hash, scopes, turbine_id)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT (client_id) DO NOTHING",
+        check_name("client id", client_id),
+        secret_hash,
+        [s.value for s in scopes],
+        turbine_id,
+    )
+    return status.endswith(" 1")
+
+
+async def get_client(conn: Connection, client_id: str) -> Account | None:
+    row = await conn.fetchrow(
+        "SELECT client_id, secret_hash, scopes, disabled, created_at, turbine_id"
+        " FROM api_clients WHERE client_id = $1",
+        client_id,
+    )
+    return None if row is None else _account(row, client=True)
+
+
+async def list_clients(conn: Connection) -> list[Account]:
+    rows = await conn.fetch(
+        "SELECT client_id, secret_hash, scopes, disabled, created_at, turbine_id"
+        " FROM api_clients ORDER BY client_id"
+    )
+    return [_account(r, client=True) for r in rows]
+
+
+async def set_client_secret(conn: Connection, client_id: str, secret_hash: str) -> bool:
+    status = await conn.execute(
+        "UPDATE api_clients SET secret_hash = $2 WHERE client_id = $1", client_id, secret_hash
+    )
+    return status == "UPDATE 1"
+
+
+async def set_client_disabled(conn: Connection, client_id: str, disabled: bool) -> bool:
+    status = await conn.execute(
+        "UPDATE api_clients SET disabled = $2 WHERE client_id = $1", client_id, disabled
+    )
+    return status == "UPDATE 1"
+
+
+async def delete_client(conn: Connection, client_id: str) -> bool:
+    status = await conn.execute("DELETE FROM api_clients WHERE client_id = $1", client_id)
+    return status == "DELETE 1"
