@@ -24,15 +24,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 import httpx
 
 os.environ.setdefault("WINDPARK_DB__NAME", "windpark_bench_year")
 
-from windpark.backfill_cli import run_backfill  # noqa: E402 (after the database name is set)
-from windpark.bootstrap import SetupSettings, setup  # noqa: E402
+from windpark import credentials
+from windpark.backfill_cli import run_backfill
+from windpark.bootstrap import SetupSettings, setup
 
 RAW_HOURLY_SQL = """
 SELECT time_bucket(INTERVAL '1 hour', ts) AS bucket, avg(power_kw), sum(power_kw) / count(*),
@@ -62,11 +63,13 @@ async def timed(call: Callable[[], Awaitable[object]], repeat: int) -> list[floa
     return samples
 
 
-async def ensure_history(settings: SetupSettings, days: float, interval_s: float) -> tuple[datetime, datetime]:
+async def ensure_history(
+    settings: SetupSettings, days: float, interval_s: float
+) -> tuple[datetime, datetime]:
     await setup(settings)
     conn = await asyncpg.connect(settings.db.dsn())
     try:
-        lo, hi, n = await conn.fetchrow("SELECT min(bucket), max(bucket), count(*) FROM rollup_1d")
+        lo, hi = await conn.fetchval("SELECT ARRAY[min(bucket), max(bucket)] FROM rollup_1d")
     finally:
         await conn.close()
     if lo is None or hi - lo < timedelta(days=days - 2):
@@ -74,7 +77,7 @@ async def ensure_history(settings: SetupSettings, days: float, interval_s: float
         await run_backfill(days=days, interval_s=interval_s, seed=None, end=None)
         conn = await asyncpg.connect(settings.db.dsn())
         try:
-            lo, hi, n = await conn.fetchrow("SELECT min(bucket), max(bucket), count(*) FROM rollup_1d")
+            lo, hi = await conn.fetchval("SELECT ARRAY[min(bucket), max(bucket)] FROM rollup_1d")
         finally:
             await conn.close()
     return lo, hi + timedelta(days=1)
@@ -100,9 +103,32 @@ async def wait_ready(base: str) -> None:
     raise RuntimeError("the API did not start")
 
 
-def auth_headers(settings: SetupSettings) -> dict[str, str]:
-    token = os.environ.get("WINDPARK_BENCH_TOKEN")
-    return {"Authorization": f"Bearer {token}"} if token else {}
+BENCH_CLIENT = "bench-aggregates"
+
+
+async def auth_headers(settings: SetupSettings, base: str) -> dict[str, str]:
+    """A telemetry:read client of the bench's own, and a token for it, the way a
+    machine client gets one (OAuth2 client credentials)."""
+    secret = credentials.new_secret()
+    conn = await asyncpg.connect(settings.db.dsn())
+    try:
+        await credentials.delete_client(conn, BENCH_CLIENT)
+        await credentials.add_client(
+            conn, BENCH_CLIENT, credentials.hash_secret(secret), [credentials.Scope.TELEMETRY_READ]
+        )
+    finally:
+        await conn.close()
+    async with httpx.AsyncClient(base_url=base) as client:
+        answer = await client.post(
+            "/v1/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": BENCH_CLIENT,
+                "client_secret": secret,
+            },
+        )
+        answer.raise_for_status()
+    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
 
 
 async def main() -> int:
@@ -127,7 +153,7 @@ async def main() -> int:
     api = start_api(args.port)
     try:
         await wait_ready(base)
-        headers = auth_headers(settings)
+        headers = await auth_headers(settings, base)
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as client:
 
             async def year_hourly() -> None:

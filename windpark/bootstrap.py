@@ -13,7 +13,7 @@ import asyncio
 import logging
 
 import asyncpg
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from windpark import broker_admin, migrate, registry
 from windpark.credentials_setup import ensure_local_api_credentials
@@ -38,6 +38,8 @@ class SetupSettings(WindparkSettings):
     turbine_model: str = DEFAULT_MODEL
     # Local and test only: the API's JWT key file and `admin` user (credentials_setup.py).
     api: ApiAuthSettings = ApiAuthSettings()
+    # psql users' read-only role (docs/analytics.md); no password: local trust only.
+    analyst_password: SecretStr = SecretStr("")
 
 
 def _quote_ident(name: str) -> str:
@@ -98,7 +100,27 @@ async def register_park(settings: SetupSettings) -> int:
         await conn.close()
 
 
+ANALYST_ROLE = "windpark_analyst"
+
+
+async def ensure_analyst_role(settings: SetupSettings) -> None:
+    """The read-only role for psql users; migration 0003 grants it the history views."""
+    admin = await asyncpg.connect(settings.admin_dsn)
+    try:
+        password = settings.analyst_password.get_secret_value()
+        clause = f" PASSWORD {_quote_literal(password)}" if password else ""
+        if not await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", ANALYST_ROLE):
+            await admin.execute(f"CREATE ROLE {ANALYST_ROLE} LOGIN{clause}")
+        elif password:
+            await admin.execute(f"ALTER ROLE {ANALYST_ROLE}{clause}")
+        # Read-only even for tables someone creates by hand later.
+        await admin.execute(f"ALTER ROLE {ANALYST_ROLE} SET default_transaction_read_only = on")
+    finally:
+        await admin.close()
+
+
 async def setup(settings: SetupSettings) -> None:
+    await ensure_analyst_role(settings)
     await ensure_database(settings)
     # alembic is synchronous (psycopg); keep it off the event loop.
     await asyncio.to_thread(migrate.upgrade, settings.db)

@@ -19,6 +19,7 @@ import asyncpg
 
 from services.aggregator.buckets import Window
 from windpark.db import Connection
+from windpark.rollups import ROLLUP_COLUMNS
 
 TURBINES_SQL: Final = """
 SELECT turbine_id, name, model, rated_power_kw, created_at
@@ -78,10 +79,18 @@ def _per_turbine_cte(table: str, by_local_day: bool) -> str:
     $1, $2: the window [start, end) of bucket starts; $3: one turbine id or null;
     $4: the IANA zone of local days (only when by_local_day).
     """
-    bucket = "time_bucket(INTERVAL '1 day', bucket, $4::text)" if by_local_day else "bucket"
+    if not by_local_day:
+        # Rows are already one per turbine and bucket: no regrouping (it was half of a
+        # year-long hourly query's time).
+        return f"""
+WITH per_turbine AS (
+    SELECT bucket, turbine_id, {", ".join(ROLLUP_COLUMNS)}
+    FROM {table}
+    WHERE bucket >= $1 AND bucket < $2 AND ($3::text IS NULL OR turbine_id = $3)
+)"""
     return f"""
 WITH per_turbine AS (
-    SELECT {bucket} AS bucket, turbine_id,
+    SELECT time_bucket(INTERVAL '1 day', bucket, $4::text) AS bucket, turbine_id,
         {_SUMS}
     FROM {table}
     WHERE bucket >= $1 AND bucket < $2 AND ($3::text IS NULL OR turbine_id = $3)
