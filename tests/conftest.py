@@ -15,9 +15,10 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 # Before any settings class is instantiated, in this process and in the services the
 # end-to-end tests start.
@@ -33,7 +34,9 @@ from aio_pika.abc import AbstractRobustConnection
 
 from services.aggregator import tokens
 from services.aggregator.config import Settings as ApiSettings
+from services.aggregator.state import STATE_KEY, AppState
 from windpark import broker_admin, contract, credentials, registry
+from windpark.amqp_connection import connect_robust
 from windpark.bootstrap import SetupSettings, drop_database, setup
 from windpark.broker_admin import BrokerAdmin, Credentials
 from windpark.credentials import Scope
@@ -70,9 +73,7 @@ async def db_pool(prepared: SetupSettings) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture(scope="session")
 async def amqp(prepared: SetupSettings) -> AsyncIterator[AbstractRobustConnection]:
-    connection = await aio_pika.connect_robust(
-        prepared.broker.url(), ssl_context=prepared.broker.ssl_context()
-    )
+    connection = await connect_robust(prepared.broker)
     async with connection:
         yield connection
 
@@ -204,3 +205,13 @@ def api_token(db_pool: asyncpg.Pool) -> Callable[..., Awaitable[str]]:
         return sign_token(f"client:{client.client_id}", *scopes, turbine_id=turbine_id)
 
     return mint
+
+
+async def broker_settled(state: Mapping[str, Any] | None) -> None:
+    """Let the app's broker link finish connecting before the test (and so the shutdown)
+    runs: an AMQPS handshake cancelled half-way leaves aio-pika coroutines behind, which
+    fail a later test as unraisable exceptions (and can hang the session's teardown)."""
+    assert state is not None
+    app_state = state[STATE_KEY]
+    assert isinstance(app_state, AppState)
+    assert await app_state.broker.wait_connected(15), app_state.broker.last_error

@@ -44,9 +44,7 @@ class ProgressBar:
         sys.stderr.flush()
 
 
-async def run_backfill(
-    *, days: float, interval_s: float, seed: int | None, end: str | None
-) -> int:
+async def run_backfill(*, days: float, interval_s: float, seed: int | None, end: str | None) -> int:
     settings = BackfillSettings()
     conn = await asyncpg.connect(settings.db.dsn())
     try:
@@ -65,9 +63,7 @@ async def run_backfill(
             )
             until = oldest or datetime.now(UTC)
         # Whole intervals, so the history lines up with the live readings' grid.
-        until = datetime.fromtimestamp(
-            (until.timestamp() // interval_s) * interval_s, tz=UTC
-        )
+        until = datetime.fromtimestamp((until.timestamp() // interval_s) * interval_s, tz=UTC)
         start = until - timedelta(days=days)
         simulator = ParkSimulator(
             [SimTurbine(turbine_id=t.turbine_id, model=t.model) for t in park.values()],

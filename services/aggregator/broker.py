@@ -12,13 +12,15 @@ import asyncio
 import contextlib
 import logging
 
-import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 
+from windpark.amqp_connection import connect_robust
 from windpark.publishing import ReadingPublisher
 from windpark.settings import BrokerSettings
 
 log = logging.getLogger("windpark.aggregator.broker")
+# How long closing waits for a connect in progress before cancelling it.
+CLOSE_WAIT_S = 5.0
 
 
 class BrokerLink:
@@ -63,6 +65,11 @@ class BrokerLink:
 
     async def close(self) -> None:
         if self._task is not None and not self._task.done():
+            # Let a connect in progress finish first: aio-pika's robust connection,
+            # cancelled mid-connect, can leave a reconnect task behind that ignores
+            # cancellation and keeps the event loop from closing.
+            await asyncio.wait({self._task}, timeout=CLOSE_WAIT_S)
+        if self._task is not None and not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -76,9 +83,7 @@ class BrokerLink:
         while True:
             connection: AbstractRobustConnection | None = None
             try:
-                connection = await aio_pika.connect_robust(
-                    self._settings.url(), ssl_context=self._settings.ssl_context()
-                )
+                connection = await connect_robust(self._settings)
                 publisher = ReadingPublisher(connection)
                 await publisher.open()
             except Exception as exc:  # any failure here is retried; the API stays up

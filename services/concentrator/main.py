@@ -38,6 +38,7 @@ from services.concentrator.ingest import (
     store,
 )
 from windpark import contract, registry, retention, rollups, topology
+from windpark.amqp_connection import connect_robust
 from windpark.storage import BatchResult, RejectedMessage
 from windpark.validation import TurbineInfo, TurbineTrack, track_from_history
 
@@ -104,9 +105,7 @@ async def _connect_broker(settings: Settings) -> AbstractRobustConnection:
     delay = 0.5
     while True:
         try:
-            return await aio_pika.connect_robust(
-                settings.broker.url(), ssl_context=settings.broker.ssl_context()
-            )
+            return await connect_robust(settings.broker)
         except (OSError, AMQPError) as exc:
             log.warning("broker not reachable (%r); retrying in %.1f s", exc, delay)
             await asyncio.sleep(delay)

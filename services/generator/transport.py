@@ -24,7 +24,6 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
-import aio_pika
 import aiomqtt
 from aio_pika.abc import AbstractRobustConnection
 from aiomqtt.exceptions import MqttConnectError
@@ -32,6 +31,7 @@ from aiormq.exceptions import AMQPConnectionError, InvalidFrameError, ProbableAu
 
 from services.generator.config import Settings
 from services.generator.mqtt import MqttPublisher, mqtt_client
+from windpark.amqp_connection import connect_robust
 from windpark.publishing import PublishError, ReadingPublisher
 from windpark.registry import park_turbine_ids
 from windpark.settings import BrokerConfigurationError, BrokerSettings
@@ -65,7 +65,7 @@ class TurbinePublishers:
 async def connect_amqp(broker: BrokerSettings) -> AbstractRobustConnection:
     """One attempt; a login refused after authentication raises IdentityRefusedError."""
     try:
-        return await aio_pika.connect_robust(broker.url(), ssl_context=broker.ssl_context())
+        return await connect_robust(broker)
     except ProbableAuthenticationError:
         raise
     except InvalidFrameError as exc:

@@ -30,12 +30,12 @@ async def analyst(
 ) -> AsyncIterator[asyncpg.Connection]:
     # Recent data, some of it flagged, so the queries have rows to show.
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
-    async with db_pool.acquire() as conn:
-        await registry.add_turbine(conn, "DOCS-1", model="E-82/2300")
+    async with db_pool.acquire() as writer:
+        await registry.add_turbine(writer, "DOCS-1", model="E-82/2300")
         readings = make_series("DOCS-1", start, 600, step_s=2)
         batch = [accepted(r) for r in readings]
         batch[::10] = [replace(a, quality_flags=2) for a in batch[::10]]
-        await write_batch(conn, batch, [])
+        await write_batch(writer, batch, [])
     conn = await asyncpg.connect(prepared.db.model_copy(update={"user": "windpark_analyst"}).dsn())
     try:
         yield conn
@@ -51,5 +51,11 @@ async def test_documented_query_runs(analyst: asyncpg.Connection, number: int) -
 
 
 async def test_the_analyst_cannot_write(analyst: asyncpg.Connection) -> None:
+    # Read-only by default, and without write grants even when a session asks otherwise.
+    with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+        await analyst.execute("DELETE FROM readings")
+    await analyst.execute("SET default_transaction_read_only = off")
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await analyst.execute("DELETE FROM readings")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await analyst.fetch("SELECT * FROM api_users")

@@ -33,6 +33,7 @@ from services.aggregator.main import uvicorn_config
 from services.aggregator.security import PUBLIC_PATHS, api_routes
 from tests.conftest import (
     ApiClientCredentials,
+    broker_settled,
     create_api_client,
     new_turbine_id,
     request_token,
@@ -63,6 +64,7 @@ async def serve(
     """The app with its lifespan, reached from ``address``; no credentials."""
     app = create_app(settings or Settings())
     async with app.router.lifespan_context(app) as state:
+        await broker_settled(state)
         transport = httpx.ASGITransport(
             app=with_lifespan_state(app, state), client=(address, 40000)
         )
@@ -472,6 +474,7 @@ async def one_app(settings: Settings | None = None) -> AsyncIterator[Any]:
     """One app (one set of login counters), reached from any address: ``client(address)``."""
     app = create_app(settings or Settings())
     async with app.router.lifespan_context(app) as state:
+        await broker_settled(state)
         wrapped = with_lifespan_state(app, state)
 
         def client(address: str) -> httpx.AsyncClient:
@@ -567,11 +570,14 @@ async def real_server(settings: Settings) -> AsyncIterator[str]:
     task = asyncio.create_task(server.serve())
     try:
         deadline = time.monotonic() + 15
-        while not server.started:
-            assert not task.done(), "uvicorn stopped during start-up"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            await asyncio.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base) as http:
+            # Ready: started, and the broker link connected (see broker_settled).
+            while not server.started or (await http.get("/readyz")).status_code != 200:
+                assert not task.done(), "uvicorn stopped during start-up"
+                assert time.monotonic() < deadline, "uvicorn did not get ready"
+                await asyncio.sleep(0.05)
+        yield base
     finally:
         server.should_exit = True
         await task

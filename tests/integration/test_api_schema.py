@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from services.aggregator.app import create_app
 from services.aggregator.config import Settings
-from tests.conftest import create_api_client, request_token
+from tests.conftest import broker_settled, create_api_client, request_token
 from tests.integration.test_api_reads import with_lifespan_state
 from windpark.bootstrap import SetupSettings
 from windpark.credentials import Scope
@@ -45,6 +45,7 @@ async def admin_token(prepared: SetupSettings, db_pool: asyncpg.Pool) -> str:
     """A token from POST /v1/token for a real admin client of the test database."""
     app = create_app(Settings())
     async with app.router.lifespan_context(app) as state:
+        await broker_settled(state)
         transport = httpx.ASGITransport(app=with_lifespan_state(app, state))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             return await request_token(http, await create_api_client(db_pool, Scope.ADMIN))
@@ -110,6 +111,7 @@ async def test_a_nul_in_a_text_parameter_is_refused_not_a_server_error(
     # What schemathesis found first: PostgreSQL text cannot hold NUL.
     app = create_app(Settings())
     async with app.router.lifespan_context(app) as state:
+        await broker_settled(state)
         transport = httpx.ASGITransport(app=with_lifespan_state(app, state))
         async with httpx.AsyncClient(
             transport=transport,

@@ -138,7 +138,7 @@ async def test_bad_messages_are_kept_raw_with_reasons(
     assert all(r["source"] == "amqp" for r in rows)
     assert all(r["reasons"] for r in rows)
     assert "malformed_json" in rows[0]["reasons"]
-    assert rows[1]["reasons"] and "non_finite" in rows[1]["reasons"]
+    assert "non_finite" in rows[1]["reasons"]
 
 
 async def test_body_naming_another_turbine_is_rejected(

@@ -18,6 +18,7 @@ import pytest
 
 from tests.factories import accepted, make_series
 from windpark import rollups
+from windpark.db import Connection
 from windpark.storage import write_batch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ def _migration() -> ModuleType:
     return module
 
 
-async def _columns(conn: asyncpg.Connection, sql: str) -> list[tuple[str, str]]:
+async def _columns(conn: Connection, sql: str) -> list[tuple[str, str]]:
     statement = await conn.prepare(f"SELECT * FROM ({sql}) q LIMIT 0")
     return [(a.name, a.type.name) for a in statement.get_attributes()]
 

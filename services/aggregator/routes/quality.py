@@ -35,7 +35,10 @@ async def _window(
     max_days: int,
 ) -> tuple[datetime, datetime]:
     end = end or await queries.database_now(conn)
-    start = start or end - default
+    try:
+        start = start or end - default
+    except OverflowError as exc:  # `to` in year 1: no default window fits before it
+        raise query_error("to", "`to` is outside the supported dates", "out_of_range") from exc
     if start >= end:
         raise query_error("to", "`from` must be before `to`", "window_order")
     if end - start > timedelta(days=max_days):
