@@ -37,7 +37,6 @@ BENCH_DATABASE = "windpark_bench_generator"
 BENCH_START = datetime(2001, 1, 1, tzinfo=UTC)
 
 
-
 def bench_generator(turbines: int, seconds: int, error_rate: float) -> float:
     model = load_model(DEFAULT_MODEL)
     sim = ParkSimulator(
