@@ -22,26 +22,12 @@ import numpy as np
 from windpark.db import Connection
 from windpark.simulation.park import ParkSimulator, ReadingBlock, from_ms, to_ms
 from windpark.simulation.turbine import STATES
+from windpark.storage import READING_COLUMNS
 
 SOURCE: Final = "backfill"
 TABLE: Final = "readings"
-COLUMNS: Final = (
-    "ts",
-    "turbine_id",
-    "seq",
-    "power_kw",
-    "wind_speed_ms",
-    "temperature_c",
-    "state",
-    "rotor_rpm",
-    "pitch_deg",
-    "nacelle_temperature_c",
-    "wind_direction_deg",
-    "setpoint_kw",
-    "quality_flags",
-    "source",
-    "received_at",
-)
+# The binary rows are encoded in exactly the order of the ingest path's columns.
+COLUMNS: Final = READING_COLUMNS
 COPY_HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 COPY_TRAILER: Final = (-1).to_bytes(2, "big", signed=True)
 # timestamptz travels as microseconds since 2000-01-01 00:00 UTC.
