@@ -9,6 +9,11 @@ ones. Two ways in:
   ``INSERT ... RETURNING`` rows) into every level, in the ingest transaction.
 - ``rebuild``: recompute a time range from raw rows (after a COPY backfill).
 
+The park rollups (``park_rollup_<level>``, migration 0005) hold one row per bucket
+for the whole park, grouped from the per-turbine rollup of the same width.
+``refresh_park`` regroups the buckets an ingest transaction touched, after its
+per-turbine upserts, and ``rebuild`` regroups its range.
+
 On the community license the same relations are continuous aggregates that
 TimescaleDB maintains (migration 0002); ``engine`` tells which, and both ways in
 then leave the rollups to TimescaleDB (``rebuild`` refreshes the aggregates).
@@ -16,7 +21,7 @@ then leave the rollups to TimescaleDB (``rebuild`` refreshes the aggregates).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal
@@ -52,6 +57,25 @@ ROLLUP_COLUMNS: Final = (
     "n_available",
     *(f"{prefix}_{stat}" for prefix, _ in CHANNELS for stat in ("sum", "sumsq", "min", "max")),
 )
+
+
+PARK_COLUMNS: Final = (
+    "turbines_reporting",
+    "n",
+    "n_available",
+    "power_sum",
+    "power_mean_sum",  # sum of the turbines' mean powers: the park's total power
+    "wind_sum",
+    "temp_sum",
+)
+# The park row of a bucket from its per-turbine rows (migration 0005's definition).
+_PARK_EXPRESSIONS: Final = (
+    "count(*), sum(n)::bigint, sum(n_available)::bigint, sum(power_sum),"
+    " sum(power_sum / n), sum(wind_sum), sum(temp_sum)"
+)
+# Advisory-lock namespace of the park buckets (pg_advisory_xact_lock(int4, int4)):
+# this + the level's index, then the bucket's number since the epoch.
+_PARK_LOCK_SPACE: Final = 0x57500000
 
 
 def _aggregate_expressions() -> str:
@@ -98,6 +122,68 @@ def upsert_ctes(source: str) -> str:
     return "".join(ctes)
 
 
+def _park_refresh_ctes() -> str:
+    ctes = []
+    columns = ", ".join(PARK_COLUMNS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in PARK_COLUMNS)
+    for level in LEVELS:
+        ctes.append(
+            f"""
+            , park_{level.name} AS (
+                INSERT INTO park_rollup_{level.name} AS p (bucket, {columns})
+                SELECT bucket, {_PARK_EXPRESSIONS}
+                FROM rollup_{level.name}
+                WHERE bucket IN (SELECT DISTINCT time_bucket(INTERVAL '{level.width}', ts)
+                                 FROM touched)
+                GROUP BY bucket
+                ON CONFLICT (bucket) DO UPDATE SET {updates}
+            )"""
+        )
+    return "".join(ctes)
+
+
+REFRESH_PARK_SQL: Final = f"""
+WITH touched AS (SELECT unnest($1::timestamptz[]) AS ts){_park_refresh_ctes()}
+SELECT 1
+"""
+LOCK_PARK_SQL: Final = (
+    "SELECT pg_advisory_xact_lock(space, bucket) FROM unnest($1::int4[], $2::int4[])"
+    " AS k(space, bucket)"
+)
+
+
+def park_lock_keys(timestamps: Iterable[datetime]) -> list[tuple[int, int]]:
+    """The advisory-lock keys of every park bucket the timestamps fall in, sorted, so
+    that transactions take them in one order and cannot deadlock on them."""
+    epochs = {int(ts.timestamp() // 1) for ts in timestamps}
+    return sorted(
+        {
+            (_PARK_LOCK_SPACE + index, epoch // level.seconds)
+            for index, level in enumerate(LEVELS)
+            for epoch in epochs
+        }
+    )
+
+
+async def refresh_park(conn: Connection, timestamps: Sequence[datetime]) -> None:
+    """Regroup the park rows of the buckets holding ``timestamps`` (windpark engine).
+
+    Call it inside the transaction that upserted the per-turbine rollups, after them,
+    at READ COMMITTED (PostgreSQL's default), where each statement takes a new snapshot.
+    A park row is a function of every turbine's row, so two writers of one bucket
+    must not regroup from snapshots that miss each other's rows: each takes the
+    bucket's advisory lock first, held until its commit, and regroups in a new
+    statement, whose snapshot (READ COMMITTED) includes every writer that held the
+    lock before it. Writers of one bucket queue there for the time of a regroup and
+    a commit.
+    """
+    if not timestamps:
+        return
+    keys = park_lock_keys(timestamps)
+    await conn.execute(LOCK_PARK_SQL, [k[0] for k in keys], [k[1] for k in keys])
+    await conn.execute(REFRESH_PARK_SQL, list(timestamps))
+
+
 async def engine(conn: Connection) -> Engine:
     """Who maintains the rollups in this database: windpark (Apache) or TimescaleDB."""
     continuous = await conn.fetchval(
@@ -117,11 +203,13 @@ async def rebuild(
     has already dropped (the rollups are then the only history left).
     """
     if await engine(conn) == "timescaledb":
-        # Outside a transaction, finest level first: each level reads the one below.
+        # Outside a transaction, finest level first: each level reads the one below,
+        # and each park level its per-turbine level.
         for level in LEVELS:
-            await conn.execute(
-                f"CALL refresh_continuous_aggregate('rollup_{level.name}', $1, $2)", start, end
-            )
+            for view in (f"rollup_{level.name}", f"park_rollup_{level.name}"):
+                await conn.execute(
+                    f"CALL refresh_continuous_aggregate('{view}', $1, $2)", start, end
+                )
         return
     columns = ", ".join(ROLLUP_COLUMNS)
     turbines = list(turbine_ids) if turbine_ids is not None else None
@@ -153,4 +241,20 @@ async def rebuild(
                 start,
                 end,
                 turbines,
+            )
+            # Every turbine's rows make a park row, not only those rebuilt.
+            park = f"park_rollup_{level.name}"
+            await conn.execute(
+                f"DELETE FROM {park} WHERE bucket >= {lo} AND bucket < {hi}", start, end
+            )
+            await conn.execute(
+                f"""
+                INSERT INTO {park} (bucket, {", ".join(PARK_COLUMNS)})
+                SELECT bucket, {_PARK_EXPRESSIONS}
+                FROM {table}
+                WHERE bucket >= {lo} AND bucket < {hi}
+                GROUP BY bucket
+                """,
+                start,
+                end,
             )

@@ -2,8 +2,9 @@
 
 One call to ``write_batch`` is one transaction: valid readings (idempotent on
 turbine and time), the rollups and the latest values for the rows actually
-inserted, the duplicates that were absorbed, and the rejects with their raw
-bytes. The caller acknowledges the messages only after it returns.
+inserted, the duplicates that were absorbed, the rejects with their raw bytes,
+and last the park rollups of the buckets touched. The caller acknowledges the
+messages only after it returns.
 """
 
 from __future__ import annotations
@@ -195,6 +196,9 @@ async def write_batch(
         if rejected:
             await conn.executemany(INSERT_REJECTS_SQL, [_reject_row(r) for r in rejected])
             result.rejected = len(rejected)
+        if result.inserted_keys and rollup_engine == "windpark":
+            # Last before the commit: it holds the park buckets' locks until then.
+            await rollups.refresh_park(conn, list({ts for _, ts in result.inserted_keys}))
     return result
 
 

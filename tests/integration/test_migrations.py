@@ -20,6 +20,10 @@ TABLES = {
     "rollup_10m",
     "rollup_1h",
     "rollup_1d",
+    "park_rollup_1m",
+    "park_rollup_10m",
+    "park_rollup_1h",
+    "park_rollup_1d",
     "api_users",
     "api_clients",
 }
@@ -56,7 +60,7 @@ async def scratch(setup_settings: SetupSettings) -> SetupSettings:
 async def test_upgrade_downgrade_upgrade(scratch: SetupSettings) -> None:
     await asyncio.to_thread(migrate.upgrade, scratch.db)
     assert await _tables(scratch) == TABLES
-    assert {"readings", "rollup_1m", "rollup_1d"} <= await _hypertables(scratch)
+    assert {"readings", "rollup_1m", "rollup_1d", "park_rollup_1h"} <= await _hypertables(scratch)
     await asyncio.to_thread(migrate.downgrade, scratch.db, "base")
     assert await _tables(scratch) == set()
     await asyncio.to_thread(migrate.upgrade, scratch.db)

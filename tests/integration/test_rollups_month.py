@@ -101,3 +101,44 @@ async def test_rollup_equals_raw(db_pool: asyncpg.Pool, month: list[str], level:
                 std = got[stats[ch].format("std")]
                 scale = max(abs(want[f"{ch}_avg"]), want[f"{ch}_std"], 1.0)
                 assert abs(std - want[f"{ch}_std"]) <= 1e-6 * scale
+
+
+@pytest.mark.parametrize("level", [level.name for level in rollups.LEVELS])
+async def test_park_rollup_equals_raw(db_pool: asyncpg.Pool, month: list[str], level: str) -> None:
+    """Each park bucket of the month, from every turbine's raw readings in it. One
+    snapshot for both sides, since the buckets are park-wide."""
+    width = rollups.LEVEL_BY_NAME[level].width
+    async with db_pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        raw = await conn.fetch(
+            f"""
+            SELECT bucket, count(*) AS turbines_reporting, sum(n) AS n,
+                   sum(n_available) AS n_available, sum(power_sum) AS power_sum,
+                   sum(power_mean) AS power_mean_sum, sum(wind_sum) AS wind_sum,
+                   sum(temp_sum) AS temp_sum
+            FROM (SELECT time_bucket(INTERVAL '{width}', ts) AS bucket, turbine_id,
+                         count(*) AS n,
+                         count(*) FILTER (WHERE state NOT IN ('fault', 'maintenance'))
+                             AS n_available,
+                         sum(power_kw) AS power_sum, avg(power_kw) AS power_mean,
+                         sum(wind_speed_ms) AS wind_sum, sum(temperature_c) AS temp_sum
+                  FROM readings WHERE ts >= $1 AND ts < $2 GROUP BY 1, 2) per_turbine
+            GROUP BY bucket ORDER BY bucket
+            """,
+            START,
+            END,
+        )
+        park = await conn.fetch(
+            f"SELECT * FROM park_rollup_{level} WHERE bucket >= $1 AND bucket < $2 ORDER BY bucket",
+            START,
+            END,
+        )
+    assert len(park) == len(raw) > 0
+    for got, want in zip(park, raw, strict=True):
+        assert got["bucket"] == want["bucket"]
+        for count in ("turbines_reporting", "n", "n_available"):
+            assert got[count] == want[count], (got["bucket"], count)
+        for total in ("power_sum", "power_mean_sum", "wind_sum", "temp_sum"):
+            assert math.isclose(got[total], want[total], rel_tol=1e-9, abs_tol=1e-9), (
+                got["bucket"],
+                total,
+            )
