@@ -6,11 +6,13 @@ Rules, written once here and in ``docs/api.md``:
 
 - A bucket belongs to a request when its *start* lies in ``[from, to)``.
 - 1m, 10m and 1h buckets are aligned to UTC (to the Unix epoch) and read from their
-  own rollup table; the time zone only changes how their starts are written.
+  own rollup table (the park series from ``park_rollup_<size>``); the time zone only
+  changes how their starts are written.
 - 1d buckets are local calendar days in the requested zone: 23 h or 25 h long on DST
-  days. In UTC they come from ``rollup_1d``; elsewhere they are summed from the
-  finest table whose buckets never straddle a local midnight (``rollup_1h`` for
-  whole-hour offsets, ``rollup_10m`` for :30 offsets, ``rollup_1m`` otherwise).
+  days. In UTC they come from ``rollup_1d`` and ``park_rollup_1d``; elsewhere they are
+  summed from the finest per-turbine table whose buckets never straddle a local
+  midnight (``rollup_1h`` for whole-hour offsets, ``rollup_10m`` for :30 offsets,
+  ``rollup_1m`` otherwise).
 """
 
 from __future__ import annotations
@@ -131,6 +133,12 @@ class Window:
     # The rollup table read, and whether its rows are summed into local days.
     table: str
     by_local_day: bool
+
+    @property
+    def park_table(self) -> str | None:
+        """The park rollup of the same buckets, when there is one: not for local days,
+        whose park total (a sum of turbine means over the day) hours cannot give."""
+        return None if self.by_local_day else f"park_{self.table}"
 
     @property
     def tz_name(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import uvicorn
 
 from services.aggregator.app import create_app
@@ -31,5 +33,11 @@ STARTUP_FAILURE = 3
 
 def serve(host: str, port: int) -> int:
     server = uvicorn.Server(uvicorn_config(Settings(), host=host, port=port))
+    # Everything built so far (modules, the app, its schemas) lives as long as the
+    # process: frozen out of the collector's view, the full collections that the
+    # allocations of a large answer set off no longer walk it. Without this, one
+    # request in four of a year of hours took 100 ms instead of 55 (bench/).
+    gc.collect()
+    gc.freeze()
     server.run()
     return 0 if server.started else STARTUP_FAILURE

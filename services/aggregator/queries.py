@@ -1,8 +1,8 @@
 """The API's reads: SQL a reader can paste into psql, and small functions that run it.
 
-Aggregates come from the rollup tables (sums per turbine and bucket, kept in the ingest
-transaction), never from a scan of raw readings. Means and deviations are derived from
-the sums here, as the ``rollup_*_stats`` views derive them:
+Aggregates come from the rollup tables (sums per turbine and bucket, and per park and
+bucket, kept in the ingest transaction), never from a scan of raw readings. Means and
+deviations are derived from the sums here, as the ``rollup_*_stats`` views derive them:
 
     mean = sum / n        std = sqrt((sumsq - sum^2 / n) / (n - 1))   (sample, n > 1)
 """
@@ -56,7 +56,20 @@ ORDER BY ts
 LIMIT $5
 """
 
-_SUMS: Final = """sum(n) AS n, sum(n_available) AS n_available,
+# The columns of both park queries, in this order (aggregates.py unpacks them).
+PARK_BUCKET_COLUMNS: Final = (
+    "bucket",
+    "turbines_reporting",
+    "n",
+    "park_mean_power_kw",
+    "park_total_power_kw",
+    "wind_speed_avg_ms",
+    "temperature_avg_c",
+    "availability",
+)
+
+# sum(bigint) is numeric: cast back, the answers carry counts as integers.
+_SUMS: Final = """sum(n)::int8 AS n, sum(n_available)::int8 AS n_available,
         sum(power_sum) AS power_sum, sum(power_sumsq) AS power_sumsq,
         min(power_min) AS power_min, max(power_max) AS power_max,
         sum(wind_sum) AS wind_sum, sum(wind_sumsq) AS wind_sumsq,
@@ -141,6 +154,28 @@ ORDER BY bucket
 """
 
 
+@cache
+def park_rollup_sql(table: str) -> str:
+    """Park statistics per bucket from the park rollup (one row per bucket), the same
+    numbers ``park_buckets_sql`` groups from the per-turbine rows; for the whole park
+    in UTC-aligned buckets. For example::
+
+    SELECT bucket, turbines_reporting, n, power_sum / n AS park_mean_power_kw, ...
+    FROM park_rollup_1h WHERE bucket >= $1 AND bucket < $2 ORDER BY bucket
+    """
+    return f"""
+SELECT bucket, turbines_reporting, n,
+       power_sum / n AS park_mean_power_kw,
+       power_mean_sum AS park_total_power_kw,
+       wind_sum / n AS wind_speed_avg_ms,
+       temp_sum / n AS temperature_avg_c,
+       n_available::float8 / n AS availability
+FROM {table}
+WHERE bucket >= $1 AND bucket < $2
+ORDER BY bucket
+"""
+
+
 def _window_args(window: Window, turbine_id: str | None) -> list[object]:
     args: list[object] = [window.start, window.end, turbine_id]
     if window.by_local_day:
@@ -193,6 +228,9 @@ async def fetch_turbine_buckets(
 async def fetch_park_buckets(
     conn: Connection, window: Window, turbine_id: str | None
 ) -> list[asyncpg.Record]:
+    if turbine_id is None and window.park_table is not None:
+        return await conn.fetch(park_rollup_sql(window.park_table), window.start, window.end)
+    # One turbine's series, or local days (whose turbine means the park rows cannot give).
     sql = park_buckets_sql(window.table, window.by_local_day)
     return await conn.fetch(sql, *_window_args(window, turbine_id))
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.aggregator import schemas
 from services.aggregator.app import create_app
 from services.aggregator.config import Settings
 from tests.conftest import authenticate, new_turbine_id
@@ -219,6 +220,30 @@ async def test_park_mean_equals_raw_average_with_unequal_counts(
     assert v1.status_code == 200
     assert v1.json()["buckets"] == body["buckets"]
 
+    # Without the breakdown, the park series comes from the park rollup (one row per
+    # bucket) instead of the turbine rows: the same numbers, to the last bit.
+    park_only = await client.get(
+        "/agregados/",
+        params={
+            "desde": minute.isoformat(),
+            "hasta": (minute + timedelta(minutes=1)).isoformat(),
+            "por_generador": "false",
+        },
+    )
+    assert park_only.status_code == 200, park_only.text
+    [lean] = park_only.json()["buckets"]
+    assert lean["turbines"] == []
+    for key, value in bucket.items():
+        if isinstance(value, float):
+            assert lean[key] == pytest.approx(value, rel=1e-12), key
+        elif key != "turbines":
+            assert lean[key] == value, key
+
+    # The answers are serialized without pydantic (aggregates.answer_json): they must
+    # still be what the documented models say.
+    for each in (answer, v1, park_only):
+        schemas.ParkAggregates.model_validate_json(each.content)
+
 
 async def test_availability_counts_fault_and_maintenance_as_unavailable(
     client: httpx.AsyncClient, db_pool: asyncpg.Pool
@@ -367,6 +392,7 @@ async def test_day_buckets_follow_the_callers_zone_across_dst(
         },
     )
     assert answer.status_code == 200, answer.text
+    schemas.TurbineAggregates.model_validate_json(answer.content)
     body = answer.json()
     [bucket] = body["buckets"]
     assert bucket["bucket_start"] == day.replace(tzinfo=MADRID).isoformat()

@@ -9,7 +9,7 @@ from typing import Final
 
 import asyncpg
 from fastapi import HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from services.aggregator import aggregates, queries, schemas
 from services.aggregator.buckets import BucketSize, WindowError, parse_zone, resolve_window
@@ -106,9 +106,10 @@ async def park(
     names: dict[str, str],
     size_names: dict[BucketSize, str] | None = None,
     per_turbine: bool = True,
-) -> schemas.ParkAggregates:
-    """Park aggregates, optionally of one turbine (the seed's ``generador``); without the
-    per-turbine breakdown the answer is one series, so longer windows fit the cap."""
+) -> Response:
+    """Park aggregates (``schemas.ParkAggregates``), optionally of one turbine (the
+    seed's ``generador``); without the per-turbine breakdown the answer is one series,
+    so longer windows fit the cap."""
     if turbine_id is not None:
         await require_turbine(conn, turbine_id)
         series = 1
@@ -131,11 +132,12 @@ async def park(
     except WindowError as exc:
         raise window_error(exc, names) from exc
     try:
-        return await aggregates.park_aggregates(
+        answer = await aggregates.park_aggregates(
             conn, window, now=now, turbine_id=turbine_id, per_turbine=per_turbine
         )
     except asyncpg.InvalidParameterValueError as exc:
         raise _zone_unknown_to_database(tz, names.get("tz", "tz")) from exc
+    return aggregates.answer_json(answer)
 
 
 async def turbine(
@@ -147,7 +149,8 @@ async def turbine(
     tz: str,
     start: datetime | None,
     end: datetime | None,
-) -> schemas.TurbineAggregates:
+) -> Response:
+    """One turbine's aggregates (``schemas.TurbineAggregates``)."""
     await require_turbine(conn, turbine_id)
     now = datetime.now(UTC)
     try:
@@ -163,9 +166,10 @@ async def turbine(
     except WindowError as exc:
         raise window_error(exc) from exc
     try:
-        return await aggregates.turbine_aggregates(conn, window, now=now, turbine_id=turbine_id)
+        answer = await aggregates.turbine_aggregates(conn, window, now=now, turbine_id=turbine_id)
     except asyncpg.InvalidParameterValueError as exc:
         raise _zone_unknown_to_database(tz, "tz") from exc
+    return aggregates.answer_json(answer)
 
 
 def _zone_unknown_to_database(tz: str, param: str) -> HTTPException:

@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Annotated, Final
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from services.aggregator import schemas
 from services.aggregator.buckets import BucketSize
@@ -57,6 +57,7 @@ async def datos_generadores(conn: ConnectionDep) -> schemas.LatestReadings:
     description="Park mean production and per-turbine statistics per bucket, from the "
     "rollup tables. A bucket is included when its start lies in [desde, hasta); the "
     "current bucket is marked `partial`.",
+    response_model=schemas.ParkAggregates,
     responses=NOT_FOUND,
 )
 async def agregados(
@@ -80,7 +81,7 @@ async def agregados(
         bool,
         Query(description="include each turbine's statistics (false: the park series only)"),
     ] = True,
-) -> schemas.ParkAggregates:
+) -> Response:
     return await handlers.park(
         conn,
         state,

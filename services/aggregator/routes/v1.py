@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from services.aggregator import schemas
 from services.aggregator.buckets import BucketSize
@@ -78,6 +78,7 @@ async def readings(
 @router.get(
     "/park/aggregates",
     tags=["aggregates"],
+    response_model=schemas.ParkAggregates,
     summary="Park statistics per bucket, with each turbine's",
     description="From the rollup tables. A bucket is included when its start lies in "
     "[from, to); the current one is marked `partial`.",
@@ -94,7 +95,7 @@ async def park_aggregates(
         bool,
         Query(description="include each turbine's statistics (false: the park series only)"),
     ] = True,
-) -> schemas.ParkAggregates:
+) -> Response:
     return await handlers.park(
         conn,
         state,
@@ -112,6 +113,7 @@ async def park_aggregates(
     "/turbines/{turbine_id}/aggregates",
     tags=["aggregates"],
     summary="Statistics of one turbine per bucket",
+    response_model=schemas.TurbineAggregates,
     responses=NOT_FOUND,
 )
 async def turbine_aggregates(
@@ -123,7 +125,7 @@ async def turbine_aggregates(
     start: From = None,
     end: To = None,
     tz: Tz = "UTC",
-) -> schemas.TurbineAggregates:
+) -> Response:
     return await handlers.turbine(conn, state, turbine_id, size=bucket, tz=tz, start=start, end=end)
 
 
