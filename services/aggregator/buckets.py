@@ -164,11 +164,14 @@ def resolve_window(
     turbines: int,
     max_points: int,
     size_names: Mapping[BucketSize, str] | None = None,
+    breakdown_param: str | None = None,
 ) -> Window:
     """The buckets whose start is in [start, end), with defaults and the points cap applied.
 
     ``turbines`` is how many series the answer holds (1 for a single turbine);
-    ``size_names`` spells the bucket sizes as the caller's parameter does, for messages.
+    ``size_names`` spells the bucket sizes as the caller's parameter does, for messages;
+    ``breakdown_param`` names the parameter that drops the per-turbine series, when
+    the caller has one (the cap message then offers it).
     """
     try:
         return _resolve(
@@ -180,6 +183,7 @@ def resolve_window(
             series=max(turbines, 1),
             max_points=max_points,
             size_names=size_names,
+            breakdown_param=breakdown_param,
         )
     except OverflowError as exc:  # a date near year 1 or 9999
         raise WindowError(
@@ -197,6 +201,7 @@ def _resolve(
     series: int,
     max_points: int,
     size_names: Mapping[BucketSize, str] | None,
+    breakdown_param: str | None,
 ) -> Window:
     if start is None:
         upper = end or now
@@ -219,7 +224,14 @@ def _resolve(
     if nominal_count * series > max_points:
         raise WindowError(
             "bucket",
-            _cap_message(size, nominal_count, series, max_points, size_names),
+            _cap_message(
+                size,
+                nominal_count,
+                series,
+                max_points,
+                size_names=size_names,
+                breakdown_param=breakdown_param,
+            ),
             "points_cap",
         )
 
@@ -286,7 +298,9 @@ def _cap_message(
     buckets: int,
     series: int,
     max_points: int,
+    *,
     size_names: Mapping[BucketSize, str] | None,
+    breakdown_param: str | None = None,
 ) -> str:
     names = size_names or {s: s.value for s in BucketSize}
     asked = buckets * series
@@ -301,4 +315,6 @@ def _cap_message(
         if coarser
         else "use a shorter window"
     )
+    if breakdown_param is not None and series > 1 and buckets <= max_points:
+        advice += f", or {breakdown_param}=false for the park series alone"
     return f"the request asks for {asked} points ({detail}), over the cap of {max_points}; {advice}"

@@ -543,6 +543,30 @@ async def test_points_cap_answers_422_naming_a_coarser_bucket(
     assert "intervalo=" in error["msg"]
 
 
+async def test_points_cap_offers_the_park_series_alone(
+    client: httpx.AsyncClient, db_pool: asyncpg.Pool
+) -> None:
+    """A year of hours for every turbine is past the cap; the park series alone fits,
+    and the message says how to ask for it, in the route's own words."""
+    await register(db_pool, 2)  # at least two series, whatever else is registered
+    year = {"desde": "2025-01-01T00:00:00Z", "hasta": "2026-01-01T00:00:00Z"}
+    seed = await client.get("/agregados/", params={**year, "intervalo": "hora"})
+    assert seed.status_code == 422
+    [error] = seed.json()["detail"]
+    assert error["type"] == "points_cap"
+    assert "por_generador=false" in error["msg"]
+    alone = await client.get(
+        "/agregados/", params={**year, "intervalo": "hora", "por_generador": "false"}
+    )
+    assert alone.status_code == 200, alone.text
+    v1 = await client.get(
+        "/v1/park/aggregates",
+        params={"from": year["desde"], "to": year["hasta"], "bucket": "1h"},
+    )
+    assert v1.status_code == 422
+    assert "per_turbine=false" in v1.json()["detail"][0]["msg"]
+
+
 @pytest.mark.parametrize(
     ("path", "params", "loc"),
     [

@@ -38,7 +38,13 @@ INTERVALOS: Final = {
     Intervalo.DIA: BucketSize.DAY,
 }
 SIZE_NAMES: Final = {size: f"intervalo={name.value}" for name, size in INTERVALOS.items()}
-PARAM_NAMES: Final = {"from": "desde", "to": "hasta", "bucket": "intervalo", "tz": "zona"}
+PARAM_NAMES: Final = {
+    "from": "desde",
+    "to": "hasta",
+    "bucket": "intervalo",
+    "tz": "zona",
+    "per_turbine": "por_generador",
+}
 
 
 @router.get(
