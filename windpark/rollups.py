@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
 from windpark.db import Connection
@@ -73,9 +73,14 @@ _PARK_EXPRESSIONS: Final = (
     "count(*), sum(n)::bigint, sum(n_available)::bigint, sum(power_sum),"
     " sum(power_sum / n), sum(wind_sum), sum(temp_sum)"
 )
-# Advisory-lock namespace of the park buckets (pg_advisory_xact_lock(int4, int4)):
-# this + the level's index, then the bucket's number since the epoch.
+# Advisory-lock namespace of the park rows (pg_advisory_xact_lock(int4, int4)): this,
+# then the UTC day's number since the epoch. Every park bucket of every level lies
+# inside one UTC day (the 1d bucket), so the day's lock covers all of them.
 _PARK_LOCK_SPACE: Final = 0x57500000
+_DAY_S: Final = 86_400
+# Days rebuilt per transaction: each holds this many day locks at most, and the
+# per-turbine rows of the span.
+_REBUILD_SPAN_DAYS: Final = 31
 
 
 def _aggregate_expressions() -> str:
@@ -146,41 +151,39 @@ REFRESH_PARK_SQL: Final = f"""
 WITH touched AS (SELECT unnest($1::timestamptz[]) AS ts){_park_refresh_ctes()}
 SELECT 1
 """
-LOCK_PARK_SQL: Final = (
-    "SELECT pg_advisory_xact_lock(space, bucket) FROM unnest($1::int4[], $2::int4[])"
-    " AS k(space, bucket)"
-)
+LOCK_PARK_DAY_SQL: Final = f"SELECT pg_advisory_xact_lock({_PARK_LOCK_SPACE}, $1::int4)"
 
 
-def park_lock_keys(timestamps: Iterable[datetime]) -> list[tuple[int, int]]:
-    """The advisory-lock keys of every park bucket the timestamps fall in, sorted, so
-    that transactions take them in one order and cannot deadlock on them."""
-    epochs = {int(ts.timestamp() // 1) for ts in timestamps}
-    return sorted(
-        {
-            (_PARK_LOCK_SPACE + index, epoch // level.seconds)
-            for index, level in enumerate(LEVELS)
-            for epoch in epochs
-        }
-    )
+def park_lock_days(timestamps: Iterable[datetime]) -> list[int]:
+    """The UTC days (numbered from the epoch) whose park rows the timestamps touch,
+    sorted: every transaction takes them in this one order, so none can deadlock
+    on them."""
+    return sorted({int(ts.timestamp() // _DAY_S) for ts in timestamps})
+
+
+async def _lock_park_days(conn: Connection, days: Sequence[int]) -> None:
+    # One at a time, in order (a batch touches one day, rarely a few: the validator
+    # accepts readings up to 7 days old).
+    for day in days:
+        await conn.execute(LOCK_PARK_DAY_SQL, day)
 
 
 async def refresh_park(conn: Connection, timestamps: Sequence[datetime]) -> None:
     """Regroup the park rows of the buckets holding ``timestamps`` (windpark engine).
 
     Call it inside the transaction that upserted the per-turbine rollups, after them,
-    at READ COMMITTED (PostgreSQL's default), where each statement takes a new snapshot.
-    A park row is a function of every turbine's row, so two writers of one bucket
-    must not regroup from snapshots that miss each other's rows: each takes the
-    bucket's advisory lock first, held until its commit, and regroups in a new
-    statement, whose snapshot (READ COMMITTED) includes every writer that held the
-    lock before it. Writers of one bucket queue there for the time of a regroup and
-    a commit.
+    at READ COMMITTED (PostgreSQL's default, where each statement takes a new
+    snapshot), and once per transaction. A park row is a function of every
+    turbine's row, so two writers of one bucket must not regroup from snapshots
+    that miss each other's rows: each first takes the advisory lock of the bucket's
+    UTC day, held until its commit, then regroups in a new statement, whose
+    snapshot includes every writer that held the lock before it. Live writers
+    (they all write today) therefore queue there for the time of a regroup and a
+    commit.
     """
     if not timestamps:
         return
-    keys = park_lock_keys(timestamps)
-    await conn.execute(LOCK_PARK_SQL, [k[0] for k in keys], [k[1] for k in keys])
+    await _lock_park_days(conn, park_lock_days(timestamps))
     await conn.execute(REFRESH_PARK_SQL, list(timestamps))
 
 
@@ -196,11 +199,15 @@ async def engine(conn: Connection) -> Engine:
 async def rebuild(
     conn: Connection, start: datetime, end: datetime, turbine_ids: Sequence[str] | None = None
 ) -> None:
-    """Recompute every level for the buckets that overlap [start, end) from raw readings.
+    """Recompute every level for the buckets that overlap [start, end) from raw readings,
+    in day-aligned spans of 31 days, one transaction each.
 
-    For backfilled history (``turbine_ids``: only theirs); not meant to race the live
-    concentrator on the same buckets, nor to run over a range whose raw rows retention
-    has already dropped (the rollups are then the only history left).
+    For backfilled history (``turbine_ids``: only theirs). The park rows of those
+    buckets are regrouped from every turbine's rows, under the day locks that live
+    writers take too (``refresh_park``), so a concentrator may write other turbines
+    meanwhile. Not meant to race the live concentrator on the same turbines'
+    buckets, nor to run over a range whose raw rows retention has already dropped
+    (the rollups are then the only history left).
     """
     if await engine(conn) == "timescaledb":
         # Outside a transaction, finest level first: each level reads the one below,
@@ -211,50 +218,89 @@ async def rebuild(
                     f"CALL refresh_continuous_aggregate('{view}', $1, $2)", start, end
                 )
         return
-    columns = ", ".join(ROLLUP_COLUMNS)
     turbines = list(turbine_ids) if turbine_ids is not None else None
-    async with conn.transaction():
-        for level in LEVELS:
-            table = f"rollup_{level.name}"
-            lo = f"time_bucket(INTERVAL '{level.width}', $1::timestamptz)"
-            hi = (
-                f"time_bucket(INTERVAL '{level.width}', $2::timestamptz - INTERVAL '1 microsecond')"
-                f" + INTERVAL '{level.width}'"
-            )
-            await conn.execute(
-                f"DELETE FROM {table} WHERE bucket >= {lo} AND bucket < {hi}"
-                " AND ($3::text[] IS NULL OR turbine_id = ANY($3::text[]))",
-                start,
-                end,
-                turbines,
-            )
-            await conn.execute(
-                f"""
-                INSERT INTO {table} (bucket, turbine_id, {columns})
-                SELECT time_bucket(INTERVAL '{level.width}', ts), turbine_id,
-                       {_aggregate_expressions()}
-                FROM readings
-                WHERE ts >= {lo} AND ts < {hi}
-                  AND ($3::text[] IS NULL OR turbine_id = ANY($3::text[]))
-                GROUP BY 1, 2
-                """,
-                start,
-                end,
-                turbines,
-            )
-            # Every turbine's rows make a park row, not only those rebuilt.
-            park = f"park_rollup_{level.name}"
-            await conn.execute(
-                f"DELETE FROM {park} WHERE bucket >= {lo} AND bucket < {hi}", start, end
-            )
-            await conn.execute(
-                f"""
-                INSERT INTO {park} (bucket, {", ".join(PARK_COLUMNS)})
-                SELECT bucket, {_PARK_EXPRESSIONS}
-                FROM {table}
-                WHERE bucket >= {lo} AND bucket < {hi}
-                GROUP BY bucket
-                """,
-                start,
-                end,
-            )
+    # Day-aligned spans, one transaction each: a long backfill neither holds one
+    # enormous transaction nor more day locks than a span has days.
+    span = timedelta(days=_REBUILD_SPAN_DAYS)
+    cursor = start
+    while cursor < end:
+        span_end = min(end, _floor_day(cursor) + span)
+        async with conn.transaction():
+            await _rebuild_span(conn, cursor, span_end, turbines)
+        cursor = span_end
+
+
+def _floor_day(t: datetime) -> datetime:
+    return datetime.fromtimestamp(t.timestamp() // _DAY_S * _DAY_S, UTC)
+
+
+async def _rebuild_span(
+    conn: Connection, start: datetime, end: datetime, turbines: list[str] | None
+) -> None:
+    columns = ", ".join(ROLLUP_COLUMNS)
+    for level in LEVELS:
+        table = f"rollup_{level.name}"
+        await conn.execute(
+            f"DELETE FROM {table} WHERE bucket >= {_lo(level)} AND bucket < {_hi(level)}"
+            " AND ($3::text[] IS NULL OR turbine_id = ANY($3::text[]))",
+            start,
+            end,
+            turbines,
+        )
+        await conn.execute(
+            f"""
+            INSERT INTO {table} (bucket, turbine_id, {columns})
+            SELECT time_bucket(INTERVAL '{level.width}', ts), turbine_id,
+                   {_aggregate_expressions()}
+            FROM readings
+            WHERE ts >= {_lo(level)} AND ts < {_hi(level)}
+              AND ($3::text[] IS NULL OR turbine_id = ANY($3::text[]))
+            GROUP BY 1, 2
+            """,
+            start,
+            end,
+            turbines,
+        )
+    # Every turbine's rows make a park row, not only those rebuilt; live writers of
+    # these days may be regrouping too, so under their locks, as refresh_park does.
+    first_day = int(start.timestamp() // _DAY_S)
+    last_day = int((end.timestamp() - 1e-6) // _DAY_S)
+    await _lock_park_days(conn, list(range(first_day, last_day + 1)))
+    park_columns = ", ".join(PARK_COLUMNS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in PARK_COLUMNS)
+    for level in LEVELS:
+        park, table = f"park_rollup_{level.name}", f"rollup_{level.name}"
+        await conn.execute(
+            f"""
+            INSERT INTO {park} (bucket, {park_columns})
+            SELECT bucket, {_PARK_EXPRESSIONS}
+            FROM {table}
+            WHERE bucket >= {_lo(level)} AND bucket < {_hi(level)}
+            GROUP BY bucket
+            ON CONFLICT (bucket) DO UPDATE SET {updates}
+            """,
+            start,
+            end,
+        )
+        await conn.execute(
+            f"""
+            DELETE FROM {park} p
+            WHERE p.bucket >= {_lo(level)} AND p.bucket < {_hi(level)}
+              AND NOT EXISTS (SELECT 1 FROM {table} r WHERE r.bucket = p.bucket)
+            """,
+            start,
+            end,
+        )
+
+
+def _lo(level: Level) -> str:
+    """The first bucket of ``level`` overlapping [$1, $2)."""
+    return f"time_bucket(INTERVAL '{level.width}', $1::timestamptz)"
+
+
+def _hi(level: Level) -> str:
+    """The end of the last bucket of ``level`` overlapping [$1, $2)."""
+    return (
+        f"time_bucket(INTERVAL '{level.width}', $2::timestamptz - INTERVAL '1 microsecond')"
+        f" + INTERVAL '{level.width}'"
+    )

@@ -171,6 +171,11 @@ async def write_batch(
 
     ``rollup_engine`` is ``rollups.engine(conn)``: a long-lived writer asks once and
     passes it; without it, it is asked here when the batch has readings.
+
+    Call it outside any transaction of the caller's, at READ COMMITTED (the default):
+    the park step (``rollups.refresh_park``) takes its day locks in one order per
+    transaction and regroups from a fresh snapshot, which a surrounding transaction
+    holding other batches, or a REPEATABLE READ one, would defeat.
     """
     result = BatchResult()
     async with conn.transaction():

@@ -19,10 +19,14 @@ that grouping, one row per bucket:
 
 Two engines, one contract, as in 0002:
 
-- ``apache``: hypertables that windpark recomputes, in the ingest transaction, for
+- ``apache``: hypertables that windpark regroups, in the ingest transaction, for
   every bucket the transaction touched (``windpark.rollups.refresh_park``);
 - ``timescale``: continuous aggregates on the per-turbine continuous aggregate of the
-  same width, with real-time aggregation and refresh policies one step behind it.
+  same width, with real-time aggregation and refresh policies one bucket behind it.
+
+Upgrading a running system: stop the concentrators while this migration runs (compose
+starts them after the migrate service): it fills the park rows from the rollups as
+they are then, and a concentrator of an earlier version would not keep them.
 """
 
 from __future__ import annotations
@@ -43,13 +47,14 @@ LEVELS = {
     "1h": ("1 hour", "3650 days"),
     "1d": ("1 day", "3650 days"),
 }
-# Refresh policies of the continuous aggregates: those of 0002's level plus a margin,
-# scheduled as often, so a refreshed per-turbine bucket is regrouped soon after.
+# Refresh policies of the continuous aggregates: 0002's window for the level, ending
+# one bucket earlier (a bucket is materialized once its per-turbine level has been;
+# newer ones are aggregated in real time from that level), scheduled as often.
 POLICIES = {
-    "1m": ("8 days", "1 minute", "1 minute"),
-    "10m": ("8 days", "10 minutes", "5 minutes"),
-    "1h": ("9 days", "1 hour", "15 minutes"),
-    "1d": ("10 days", "1 day", "1 hour"),
+    "1m": ("8 days", "2 minutes", "1 minute"),
+    "10m": ("8 days", "20 minutes", "5 minutes"),
+    "1h": ("9 days", "2 hours", "15 minutes"),
+    "1d": ("10 days", "2 days", "1 hour"),
 }
 
 

@@ -127,13 +127,21 @@ async def park_aggregates(
 ) -> Answer:
     """A ``schemas.ParkAggregates``: the park series, with each turbine's when asked."""
     clock = _Clock(window, now.astimezone(UTC))
-    # One snapshot for both reads, so a bucket's park row and its turbine rows agree
-    # while the concentrator writes.
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
+    turbine_rows: list[asyncpg.Record] = []
+    if per_turbine:
+        # Both from the turbine rows, in one snapshot: each bucket's park numbers are
+        # those of the turbines listed with it, even while the concentrator writes.
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            park_rows = await queries.fetch_park_buckets(conn, window, turbine_id)
+            turbine_rows = await queries.fetch_turbine_buckets(conn, window, turbine_id)
+    elif turbine_id is None and window.park_table is not None:
+        # The park series alone, over windows of up to the points cap in buckets (a
+        # year of hours): one park-rollup row per bucket instead of one per turbine.
+        park_rows = await queries.fetch_park_rollup(conn, window.park_table, window)
+    else:
+        # One turbine's series, or local days (whose park total, a sum of the turbines'
+        # means over the day, the park rollup's hours cannot give).
         park_rows = await queries.fetch_park_buckets(conn, window, turbine_id)
-        turbine_rows = (
-            await queries.fetch_turbine_buckets(conn, window, turbine_id) if per_turbine else []
-        )
     per_bucket: dict[datetime, list[Answer]] = defaultdict(list)
     for row in turbine_rows:
         start = row["bucket"]

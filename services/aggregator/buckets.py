@@ -6,7 +6,7 @@ Rules, written once here and in ``docs/api.md``:
 
 - A bucket belongs to a request when its *start* lies in ``[from, to)``.
 - 1m, 10m and 1h buckets are aligned to UTC (to the Unix epoch) and read from their
-  own rollup table (the park series from ``park_rollup_<size>``); the time zone only
+  own rollup table (the park series alone from ``park_rollup_<size>``); the time zone only
   changes how their starts are written.
 - 1d buckets are local calendar days in the requested zone: 23 h or 25 h long on DST
   days. In UTC they come from ``rollup_1d`` and ``park_rollup_1d``; elsewhere they are

@@ -228,11 +228,17 @@ async def fetch_turbine_buckets(
 async def fetch_park_buckets(
     conn: Connection, window: Window, turbine_id: str | None
 ) -> list[asyncpg.Record]:
-    if turbine_id is None and window.park_table is not None:
-        return await conn.fetch(park_rollup_sql(window.park_table), window.start, window.end)
-    # One turbine's series, or local days (whose turbine means the park rows cannot give).
+    """Park statistics grouped from the turbine rows of the window's table."""
     sql = park_buckets_sql(window.table, window.by_local_day)
     return await conn.fetch(sql, *_window_args(window, turbine_id))
+
+
+async def fetch_park_rollup(
+    conn: Connection, park_table: str, window: Window
+) -> list[asyncpg.Record]:
+    """Park statistics from a park rollup: the same numbers as ``fetch_park_buckets``
+    for the whole park, one row per bucket to read."""
+    return await conn.fetch(park_rollup_sql(park_table), window.start, window.end)
 
 
 # Cursors ------------------------------------------------------------------------------------

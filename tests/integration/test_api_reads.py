@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import httpx
 import pytest
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.aggregator import schemas
@@ -81,6 +82,13 @@ def by_id(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def ts(text: str) -> datetime:
     return datetime.fromisoformat(text)
+
+
+def assert_serialized_as(model: type[BaseModel], answer: httpx.Response) -> None:
+    """The answer validates against ``model`` and is what the model itself would write
+    (key order, integers, floats, "Z" or local offsets)."""
+    assert answer.headers["content-type"] == "application/json"
+    assert model.model_validate_json(answer.content).model_dump_json().encode() == answer.content
 
 
 # Latest values --------------------------------------------------------------------------------
@@ -240,9 +248,9 @@ async def test_park_mean_equals_raw_average_with_unequal_counts(
             assert lean[key] == value, key
 
     # The answers are serialized without pydantic (aggregates.answer_json): they must
-    # still be what the documented models say.
+    # be byte for byte what the documented models would write.
     for each in (answer, v1, park_only):
-        schemas.ParkAggregates.model_validate_json(each.content)
+        assert_serialized_as(schemas.ParkAggregates, each)
 
 
 async def test_availability_counts_fault_and_maintenance_as_unavailable(
@@ -353,6 +361,7 @@ async def test_default_window_ends_with_the_current_partial_bucket(
     )
     answer = await client.get("/agregados/", params={"generador": tid})
     assert answer.status_code == 200
+    assert_serialized_as(schemas.ParkAggregates, answer)  # a partial bucket included
     body = answer.json()
     assert ts(body["window_end"]) - ts(body["window_start"]) == timedelta(hours=1)
     buckets = body["buckets"]
@@ -392,7 +401,7 @@ async def test_day_buckets_follow_the_callers_zone_across_dst(
         },
     )
     assert answer.status_code == 200, answer.text
-    schemas.TurbineAggregates.model_validate_json(answer.content)
+    assert_serialized_as(schemas.TurbineAggregates, answer)
     body = answer.json()
     [bucket] = body["buckets"]
     assert bucket["bucket_start"] == day.replace(tzinfo=MADRID).isoformat()
@@ -445,6 +454,7 @@ async def test_park_day_buckets_are_labelled_with_local_offsets(
         },
     )
     assert answer.status_code == 200, answer.text
+    assert_serialized_as(schemas.ParkAggregates, answer)
     buckets = answer.json()["buckets"]
     assert [b["bucket_start"] for b in buckets] == [
         "2026-03-28T00:00:00+01:00",

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -13,9 +15,13 @@ import pytest
 from services.aggregator import queries
 from tests.conftest import new_turbine_id
 from tests.factories import accepted, make_series
-from windpark import registry
+from windpark import registry, rollups
+from windpark.contract import Reading
 from windpark.db import Connection
+from windpark.simulation import ParkSimulator, SimTurbine, Site
+from windpark.simulation.backfill import backfill
 from windpark.storage import write_batch
+from windpark.turbine_model import load_model
 
 
 def lonely_minute() -> datetime:
@@ -43,6 +49,30 @@ async def _waits_on_advisory_lock(observer: Connection, pid: int) -> bool:
     return False
 
 
+async def _race_a_locked_writer(
+    pool: asyncpg.Pool,
+    holder: Connection,
+    held: list[Reading],
+    racer_pid: int,
+    racer: Callable[[], Coroutine[Any, Any, object]],
+) -> bool:
+    """Run ``racer`` while ``holder`` has written ``held`` in a transaction it has not
+    committed yet; commit, let the racer finish, and say whether it waited on an
+    advisory lock meanwhile."""
+    outer = holder.transaction()
+    await outer.start()
+    try:
+        await write_batch(holder, [accepted(r) for r in held], [])
+        task: asyncio.Task[object] = asyncio.create_task(racer())
+        async with pool.acquire() as observer:
+            waited = await _waits_on_advisory_lock(observer, racer_pid)
+        assert not task.done()
+    finally:
+        await outer.commit()
+    await task
+    return waited
+
+
 async def test_writers_of_one_bucket_regroup_in_turn(db_pool: asyncpg.Pool) -> None:
     """The second writer of a bucket waits for the first to commit, then regroups with
     its rows: the park row counts both turbines. (Regrouping from a snapshot taken
@@ -55,17 +85,13 @@ async def test_writers_of_one_bucket_regroup_in_turn(db_pool: asyncpg.Pool) -> N
         await write_batch(first, [accepted(r) for r in make_series(tid_c, minute, 1)], [])
         a = make_series(tid_a, minute, 6, step_s=10.0)
         b = make_series(tid_b, minute + timedelta(seconds=3), 4, step_s=10.0)
-        outer = first.transaction()
-        await outer.start()
-        try:
-            await write_batch(first, [accepted(r) for r in a], [])
-            racing = asyncio.create_task(write_batch(second, [accepted(r) for r in b], []))
-            async with db_pool.acquire() as observer:
-                waited = await _waits_on_advisory_lock(observer, second.get_server_pid())
-            assert not racing.done()
-        finally:
-            await outer.commit()
-        await racing
+        waited = await _race_a_locked_writer(
+            db_pool,
+            first,
+            a,
+            second.get_server_pid(),
+            lambda: write_batch(second, [accepted(r) for r in b], []),
+        )
         park = await first.fetchrow("SELECT * FROM park_rollup_1m WHERE bucket = $1", minute)
         raw = await first.fetchrow(
             """
@@ -137,3 +163,93 @@ async def test_both_park_queries_answer_the_same_columns(db_pool: asyncpg.Pool) 
             statement = await conn.prepare(sql)
             names = tuple(a.name for a in statement.get_attributes())
             assert names == queries.PARK_BUCKET_COLUMNS
+
+
+async def test_rebuild_regroups_under_the_live_writers_lock(db_pool: asyncpg.Pool) -> None:
+    """A backfill's rebuild of one turbine waits for a live writer of another turbine
+    on the same day, then regroups with its rows (no unique violation, nothing lost)."""
+    minute = lonely_minute()
+    async with (
+        db_pool.acquire() as live,
+        db_pool.acquire() as backfilling,
+        db_pool.acquire() as observer,
+    ):
+        tid_live, tid_old, tid_first = await _register(live, 3)
+        await write_batch(live, [accepted(r) for r in make_series(tid_first, minute, 1)], [])
+        # History of tid_old written without rollups, as a COPY backfill leaves it.
+        history = make_series(tid_old, minute + timedelta(seconds=1), 5, step_s=7.0)
+        await backfilling.executemany(
+            "INSERT INTO readings (ts, turbine_id, seq, power_kw, wind_speed_ms, temperature_c,"
+            " state, quality_flags, source, received_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, 'running', 0, 'backfill', now())",
+            [
+                (r.ts, r.turbine_id, r.seq, r.power_kw, r.wind_speed_ms, r.temperature_c)
+                for r in history
+            ],
+        )
+        waited = await _race_a_locked_writer(
+            db_pool,
+            live,
+            make_series(tid_live, minute + timedelta(seconds=2), 3, step_s=9.0),
+            backfilling.get_server_pid(),
+            lambda: rollups.rebuild(backfilling, minute, minute + timedelta(minutes=1), [tid_old]),
+        )
+        park = await observer.fetchrow("SELECT * FROM park_rollup_1m WHERE bucket = $1", minute)
+        raw = await observer.fetchrow(
+            "SELECT count(DISTINCT turbine_id) AS turbines, count(*) AS n FROM readings"
+            " WHERE ts >= $1 AND ts < $1 + INTERVAL '1 minute'",
+            minute,
+        )
+    assert waited, "the rebuild did not wait for the live writer's day lock"
+    assert park is not None
+    assert raw is not None
+    assert park["turbines_reporting"] == raw["turbines"] >= 3
+    assert park["n"] == raw["n"]
+
+
+async def test_rebuild_in_spans_leaves_no_gap_or_overlap(db_pool: asyncpg.Pool) -> None:
+    """rebuild() works 31 days per transaction: over 75 days starting mid-day, every
+    level of the turbine and of the park equals raw at the spans' seams too."""
+    start = datetime(2022, 3, 10, 13, 7, 30, tzinfo=UTC)
+    end = start + timedelta(days=75)
+    async with db_pool.acquire() as conn:
+        [tid] = await _register(conn, 1)
+        sim = ParkSimulator([SimTurbine(tid, load_model("E-82/2300"))], Site(), seed=3)
+        await backfill(conn, sim, start, end, interval_s=900.0)
+        await rollups.rebuild(conn, start, end, [tid])
+        for level in rollups.LEVELS:
+            mismatches = await conn.fetchval(
+                f"""
+                SELECT count(*) FROM (
+                    SELECT time_bucket(INTERVAL '{level.width}', ts) AS bucket, count(*) AS n,
+                           sum(power_kw) AS power_sum
+                    FROM readings WHERE turbine_id = $1 GROUP BY 1) raw
+                FULL JOIN (SELECT bucket, n, power_sum FROM rollup_{level.name}
+                           WHERE turbine_id = $1) rolled USING (bucket)
+                WHERE raw.n IS DISTINCT FROM rolled.n
+                   OR abs(raw.power_sum - rolled.power_sum) > 1e-9 * abs(raw.power_sum)
+                """,
+                tid,
+            )
+            assert mismatches == 0, level.name
+            # The park rows over the range's buckets equal raw, all turbines together.
+            lo = f"time_bucket(INTERVAL '{level.width}', $1::timestamptz)"
+            hi = (
+                f"time_bucket(INTERVAL '{level.width}', $2::timestamptz - INTERVAL '1 us')"
+                f" + INTERVAL '{level.width}'"
+            )
+            park_mismatches = await conn.fetchval(
+                f"""
+                SELECT count(*) FROM (
+                    SELECT time_bucket(INTERVAL '{level.width}', ts) AS bucket, count(*) AS n,
+                           sum(power_kw) AS power_sum
+                    FROM readings WHERE ts >= {lo} AND ts < {hi} GROUP BY 1) raw
+                FULL JOIN (SELECT bucket, n, power_sum FROM park_rollup_{level.name}
+                           WHERE bucket >= {lo} AND bucket < {hi}) park USING (bucket)
+                WHERE raw.n IS DISTINCT FROM park.n
+                   OR abs(raw.power_sum - park.power_sum) > 1e-9 * abs(raw.power_sum)
+                """,
+                start,
+                end,
+            )
+            assert park_mismatches == 0, level.name

@@ -1,31 +1,30 @@
-"""The advisory-lock keys of park buckets (windpark.rollups.park_lock_keys)."""
+"""The advisory locks of park rows (windpark.rollups.park_lock_days): one per UTC day,
+which holds every park bucket of every level."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from windpark.rollups import LEVELS, park_lock_keys
+from windpark.rollups import park_lock_days
 
 
-def test_one_key_per_level_and_bucket_sorted() -> None:
-    t = datetime(2026, 3, 29, 0, 59, 10, tzinfo=UTC)
-    keys = park_lock_keys([t, t + timedelta(seconds=20)])  # one minute, one of each level
-    assert len(keys) == len(LEVELS)
-    assert keys == sorted(keys)
-    # Into the next minute and the next hour (and the next 10 minutes): three more keys.
-    keys = park_lock_keys([t, t + timedelta(seconds=60)])
-    assert len(keys) == len(LEVELS) + 3
-    assert keys == sorted(keys)
-    assert len(set(keys)) == len(keys)
+def test_one_lock_per_utc_day_sorted() -> None:
+    t = datetime(2026, 3, 29, 23, 59, 10, tzinfo=UTC)
+    assert park_lock_days([t, t + timedelta(seconds=20)]) == [20541]
+    # Across midnight: the next day too, in order whatever the order of the readings.
+    days = park_lock_days([t + timedelta(minutes=5), t, t - timedelta(days=3)])
+    assert days == [20538, 20541, 20542]
 
 
-def test_keys_fit_postgres_int4() -> None:
-    far = datetime(2200, 1, 1, tzinfo=UTC)
-    for space, bucket in park_lock_keys([far]):
-        assert -(2**31) <= space < 2**31
-        assert -(2**31) <= bucket < 2**31
+def test_days_fit_postgres_int4() -> None:
+    far = datetime(9999, 12, 31, tzinfo=UTC)
+    [day] = park_lock_days([far])
+    assert 0 < day < 2**31
 
 
-def test_order_of_timestamps_does_not_change_keys() -> None:
-    ts = [datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=m) for m in (70, 3, 45, 3)]
-    assert park_lock_keys(ts) == park_lock_keys(reversed(ts))
+def test_a_week_of_backlog_takes_eight_locks_at_most() -> None:
+    """The validator accepts readings up to 7 days old: a batch spans 8 days at most,
+    however many readings it holds."""
+    now = datetime(2026, 11, 30, 6, tzinfo=UTC)
+    backlog = [now - timedelta(seconds=10 * i) for i in range(7 * 8640)]
+    assert len(park_lock_days(backlog)) == 8
