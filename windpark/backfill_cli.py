@@ -27,8 +27,9 @@ class BackfillSettings(WindparkSettings):
 
 
 class ProgressBar:
-    def __init__(self, width: int = 40) -> None:
+    def __init__(self, width: int = 40, unit: str = "rows") -> None:
         self.width = width
+        self.unit = unit
         self.started = time.monotonic()
 
     def __call__(self, done: int, total: int) -> None:
@@ -37,7 +38,8 @@ class ProgressBar:
         rate = done / elapsed if elapsed > 0 else 0.0
         bar = "#" * int(share * self.width)
         sys.stderr.write(
-            f"\r[{bar:<{self.width}}] {share:6.1%} {done:,}/{total:,} rows {rate:,.0f} rows/s"
+            f"\r[{bar:<{self.width}}] {share:6.1%} {done:,}/{total:,} {self.unit}"
+            f" {rate:,.{0 if rate >= 10 else 2}f} {self.unit}/s"
         )
         if done >= total:
             sys.stderr.write("\n")
@@ -81,8 +83,8 @@ async def run_backfill(*, days: float, interval_s: float, seed: int | None, end:
             conn, simulator, start, until, interval_s=interval_s, progress=ProgressBar()
         )
         copied = time.monotonic() - started
-        print("rebuilding the rollups of that range ...", file=sys.stderr)
-        await rollups.rebuild(conn, start, until, list(park))
+        print("rebuilding the rollups of that range", file=sys.stderr)
+        await rollups.rebuild(conn, start, until, list(park), progress=ProgressBar(unit="days"))
         total = time.monotonic() - started
     finally:
         await conn.close()

@@ -21,7 +21,8 @@ then leave the rollups to TimescaleDB (``rebuild`` refreshes the aggregates).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
@@ -197,7 +198,12 @@ async def engine(conn: Connection) -> Engine:
 
 
 async def rebuild(
-    conn: Connection, start: datetime, end: datetime, turbine_ids: Sequence[str] | None = None
+    conn: Connection,
+    start: datetime,
+    end: datetime,
+    turbine_ids: Sequence[str] | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """Recompute every level for the buckets that overlap [start, end) from raw readings,
     in day-aligned spans of 31 days, one transaction each.
@@ -207,7 +213,8 @@ async def rebuild(
     writers take too (``refresh_park``), so a concentrator may write other turbines
     meanwhile. Not meant to race the live concentrator on the same turbines'
     buckets, nor to run over a range whose raw rows retention has already dropped
-    (the rollups are then the only history left).
+    (the rollups are then the only history left). ``progress(days_done, days)`` is
+    called after each span (windpark engine).
     """
     if await engine(conn) == "timescaledb":
         # Outside a transaction, finest level first: each level reads the one below,
@@ -222,12 +229,15 @@ async def rebuild(
     # Day-aligned spans, one transaction each: a long backfill neither holds one
     # enormous transaction nor more day locks than a span has days.
     span = timedelta(days=_REBUILD_SPAN_DAYS)
+    days = math.ceil((end - start) / timedelta(days=1))
     cursor = start
     while cursor < end:
         span_end = min(end, _floor_day(cursor) + span)
         async with conn.transaction():
             await _rebuild_span(conn, cursor, span_end, turbines)
         cursor = span_end
+        if progress is not None:
+            progress(min(days, math.ceil((cursor - start) / timedelta(days=1))), days)
 
 
 def _floor_day(t: datetime) -> datetime:

@@ -216,7 +216,9 @@ async def test_rebuild_in_spans_leaves_no_gap_or_overlap(db_pool: asyncpg.Pool) 
         [tid] = await _register(conn, 1)
         sim = ParkSimulator([SimTurbine(tid, load_model("E-82/2300"))], Site(), seed=3)
         await backfill(conn, sim, start, end, interval_s=900.0)
-        await rollups.rebuild(conn, start, end, [tid])
+        reports: list[tuple[int, int]] = []
+        await rollups.rebuild(conn, start, end, [tid], progress=lambda *r: reports.append(r))
+        assert reports == [(31, 75), (62, 75), (75, 75)]  # three spans, the first partial
         for level in rollups.LEVELS:
             mismatches = await conn.fetchval(
                 f"""
