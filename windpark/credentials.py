@@ -119,15 +119,62 @@ class Account:
     turbine_id: str | None = None
 
 
-def _account(row: asyncpg.Record, *, client: bool) -> Account:
+@dataclass(frozen=True, slots=True)
+class _Table:
+    """Where one kind of account lives: users and clients differ only in names."""
+
+    name: str
+    key: str
+    hash_column: str
+    extra: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> str:
+        return ", ".join(
+            (self.key, self.hash_column, "scopes", "disabled", "created_at", *self.extra)
+        )
+
+
+_USERS: Final = _Table("api_users", key="username", hash_column="password_hash")
+_CLIENTS: Final = _Table(
+    "api_clients", key="client_id", hash_column="secret_hash", extra=("turbine_id",)
+)
+
+
+def _account(row: asyncpg.Record, table: _Table) -> Account:
     return Account(
-        name=row["client_id" if client else "username"],
-        secret_hash=row["secret_hash" if client else "password_hash"],
+        name=row[table.key],
+        secret_hash=row[table.hash_column],
         scopes=parse_scopes(row["scopes"]),
         disabled=row["disabled"],
         created_at=row["created_at"],
-        turbine_id=row["turbine_id"] if client else None,
+        turbine_id=row["turbine_id"] if "turbine_id" in table.extra else None,
     )
+
+
+async def _get(conn: Connection, table: _Table, name: str) -> Account | None:
+    row = await conn.fetchrow(
+        f"SELECT {table.columns} FROM {table.name} WHERE {table.key} = $1", name
+    )
+    return None if row is None else _account(row, table)
+
+
+async def _list(conn: Connection, table: _Table) -> list[Account]:
+    rows = await conn.fetch(f"SELECT {table.columns} FROM {table.name} ORDER BY {table.key}")
+    return [_account(r, table) for r in rows]
+
+
+async def _set(conn: Connection, table: _Table, name: str, column: str, value: object) -> bool:
+    """Set one column of one account; False when there is no such account."""
+    status = await conn.execute(
+        f"UPDATE {table.name} SET {column} = $2 WHERE {table.key} = $1", name, value
+    )
+    return status == "UPDATE 1"
+
+
+async def _delete(conn: Connection, table: _Table, name: str) -> bool:
+    status = await conn.execute(f"DELETE FROM {table.name} WHERE {table.key} = $1", name)
+    return status == "DELETE 1"
 
 
 # Users ---------------------------------------------------------------------------------------
@@ -148,38 +195,23 @@ async def add_user(
 
 
 async def get_user(conn: Connection, username: str) -> Account | None:
-    row = await conn.fetchrow(
-        "SELECT username, password_hash, scopes, disabled, created_at FROM api_users"
-        " WHERE username = $1",
-        username,
-    )
-    return None if row is None else _account(row, client=False)
+    return await _get(conn, _USERS, username)
 
 
 async def list_users(conn: Connection) -> list[Account]:
-    rows = await conn.fetch(
-        "SELECT username, password_hash, scopes, disabled, created_at FROM api_users"
-        " ORDER BY username"
-    )
-    return [_account(r, client=False) for r in rows]
+    return await _list(conn, _USERS)
 
 
 async def set_user_password(conn: Connection, username: str, password_hash: str) -> bool:
-    status = await conn.execute(
-        "UPDATE api_users SET password_hash = $2 WHERE username = $1", username, password_hash
-    )
-    return status == "UPDATE 1"
+    return await _set(conn, _USERS, username, _USERS.hash_column, password_hash)
 
 
 async def set_user_disabled(conn: Connection, username: str, disabled: bool) -> bool:
-    status = await conn.execute(
-        "UPDATE api_users SET disabled = $2 WHERE username = $1", username, disabled
-    )
-    return status == "UPDATE 1"
+    return await _set(conn, _USERS, username, "disabled", disabled)
 
 
 async def delete_user(conn: Connection, username: str) -> bool:
-    return await conn.execute("DELETE FROM api_users WHERE username = $1", username) == "DELETE 1"
+    return await _delete(conn, _USERS, username)
 
 
 # Clients -------------------------------------------------------------------------------------
@@ -210,36 +242,20 @@ async def add_client(
 
 
 async def get_client(conn: Connection, client_id: str) -> Account | None:
-    row = await conn.fetchrow(
-        "SELECT client_id, secret_hash, scopes, disabled, created_at, turbine_id"
-        " FROM api_clients WHERE client_id = $1",
-        client_id,
-    )
-    return None if row is None else _account(row, client=True)
+    return await _get(conn, _CLIENTS, client_id)
 
 
 async def list_clients(conn: Connection) -> list[Account]:
-    rows = await conn.fetch(
-        "SELECT client_id, secret_hash, scopes, disabled, created_at, turbine_id"
-        " FROM api_clients ORDER BY client_id"
-    )
-    return [_account(r, client=True) for r in rows]
+    return await _list(conn, _CLIENTS)
 
 
 async def set_client_secret(conn: Connection, client_id: str, secret_hash: str) -> bool:
-    status = await conn.execute(
-        "UPDATE api_clients SET secret_hash = $2 WHERE client_id = $1", client_id, secret_hash
-    )
-    return status == "UPDATE 1"
+    return await _set(conn, _CLIENTS, client_id, _CLIENTS.hash_column, secret_hash)
 
 
 async def set_client_disabled(conn: Connection, client_id: str, disabled: bool) -> bool:
-    status = await conn.execute(
-        "UPDATE api_clients SET disabled = $2 WHERE client_id = $1", client_id, disabled
-    )
-    return status == "UPDATE 1"
+    return await _set(conn, _CLIENTS, client_id, "disabled", disabled)
 
 
 async def delete_client(conn: Connection, client_id: str) -> bool:
-    status = await conn.execute("DELETE FROM api_clients WHERE client_id = $1", client_id)
-    return status == "DELETE 1"
+    return await _delete(conn, _CLIENTS, client_id)
