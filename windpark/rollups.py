@@ -21,7 +21,6 @@ then leave the rollups to TimescaleDB (``rebuild`` refreshes the aggregates).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -208,13 +207,15 @@ async def rebuild(
     """Recompute every level for the buckets that overlap [start, end) from raw readings,
     in day-aligned spans of 31 days, one transaction each.
 
-    For backfilled history (``turbine_ids``: only theirs). The park rows of those
-    buckets are regrouped from every turbine's rows, under the day locks that live
-    writers take too (``refresh_park``), so a concentrator may write other turbines
-    meanwhile. Not meant to race the live concentrator on the same turbines'
-    buckets, nor to run over a range whose raw rows retention has already dropped
-    (the rollups are then the only history left). ``progress(days_done, days)`` is
-    called after each span (windpark engine).
+    For backfilled history (``turbine_ids``: only theirs). A live concentrator may
+    write meanwhile, those turbines included (a backfill ends where their live
+    readings begin): the per-turbine rows are serialized by their row locks (a
+    rebuilt row holds what was committed before it; what is written after adds into
+    it), the park rows by the day locks that ``refresh_park`` takes too; a deadlock,
+    should one occur, is detected by PostgreSQL and the concentrator retries its
+    batch. Not to run over a range whose raw rows retention has already dropped (the
+    rollups are then the only history left). ``progress(days_done, days)``, in UTC
+    days touched, is called after each span (windpark engine).
     """
     if await engine(conn) == "timescaledb":
         # Outside a transaction, finest level first: each level reads the one below,
@@ -229,7 +230,7 @@ async def rebuild(
     # Day-aligned spans, one transaction each: a long backfill neither holds one
     # enormous transaction nor more day locks than a span has days.
     span = timedelta(days=_REBUILD_SPAN_DAYS)
-    days = math.ceil((end - start) / timedelta(days=1))
+    days = _utc_days(start, end)
     cursor = start
     while cursor < end:
         span_end = min(end, _floor_day(cursor) + span)
@@ -237,7 +238,8 @@ async def rebuild(
             await _rebuild_span(conn, cursor, span_end, turbines)
         cursor = span_end
         if progress is not None:
-            progress(min(days, math.ceil((cursor - start) / timedelta(days=1))), days)
+            done = _utc_days(start, span_end)
+            progress(len(done), len(days))
 
 
 def _floor_day(t: datetime) -> datetime:
@@ -271,36 +273,48 @@ async def _rebuild_span(
             end,
             turbines,
         )
-    # Every turbine's rows make a park row, not only those rebuilt; live writers of
-    # these days may be regrouping too, so under their locks, as refresh_park does.
-    first_day = int(start.timestamp() // _DAY_S)
-    last_day = int((end.timestamp() - 1e-6) // _DAY_S)
-    await _lock_park_days(conn, list(range(first_day, last_day + 1)))
+    # Every turbine's rows make a park row, not only those rebuilt. Live writers may
+    # be regrouping the same days: under their day locks, as refresh_park does, taken
+    # one day at a time in ascending order, so the newest day (the one live writers
+    # want) is locked last, held only for its own regroup and the commit.
     park_columns = ", ".join(PARK_COLUMNS)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in PARK_COLUMNS)
-    for level in LEVELS:
-        park, table = f"park_rollup_{level.name}", f"rollup_{level.name}"
-        await conn.execute(
-            f"""
-            INSERT INTO {park} (bucket, {park_columns})
-            SELECT bucket, {_PARK_EXPRESSIONS}
-            FROM {table}
-            WHERE bucket >= {_lo(level)} AND bucket < {_hi(level)}
-            GROUP BY bucket
-            ON CONFLICT (bucket) DO UPDATE SET {updates}
-            """,
-            start,
-            end,
-        )
-        await conn.execute(
-            f"""
-            DELETE FROM {park} p
-            WHERE p.bucket >= {_lo(level)} AND p.bucket < {_hi(level)}
-              AND NOT EXISTS (SELECT 1 FROM {table} r WHERE r.bucket = p.bucket)
-            """,
-            start,
-            end,
-        )
+    # $1, $2: the span, as for the per-turbine rows; $3: the day's first second.
+    in_day = "{col} >= greatest({lo}, $3) AND {col} < least({hi}, $3 + INTERVAL '1 day')"
+    for day in _utc_days(start, end):
+        await conn.execute(LOCK_PARK_DAY_SQL, day)
+        day_start = datetime.fromtimestamp(day * _DAY_S, UTC)
+        for level in LEVELS:
+            park, table = f"park_rollup_{level.name}", f"rollup_{level.name}"
+            lo, hi = _lo(level), _hi(level)
+            await conn.execute(
+                f"""
+                INSERT INTO {park} (bucket, {park_columns})
+                SELECT bucket, {_PARK_EXPRESSIONS}
+                FROM {table}
+                WHERE {in_day.format(col="bucket", lo=lo, hi=hi)}
+                GROUP BY bucket
+                ON CONFLICT (bucket) DO UPDATE SET {updates}
+                """,
+                start,
+                end,
+                day_start,
+            )
+            await conn.execute(
+                f"""
+                DELETE FROM {park} p
+                WHERE {in_day.format(col="p.bucket", lo=lo, hi=hi)}
+                  AND NOT EXISTS (SELECT 1 FROM {table} r WHERE r.bucket = p.bucket)
+                """,
+                start,
+                end,
+                day_start,
+            )
+
+
+def _utc_days(start: datetime, end: datetime) -> range:
+    """The UTC days (numbered from the epoch) that [start, end) touches."""
+    return range(int(start.timestamp() // _DAY_S), int((end.timestamp() - 1e-6) // _DAY_S) + 1)
 
 
 def _lo(level: Level) -> str:

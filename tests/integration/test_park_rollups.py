@@ -218,7 +218,7 @@ async def test_rebuild_in_spans_leaves_no_gap_or_overlap(db_pool: asyncpg.Pool) 
         await backfill(conn, sim, start, end, interval_s=900.0)
         reports: list[tuple[int, int]] = []
         await rollups.rebuild(conn, start, end, [tid], progress=lambda *r: reports.append(r))
-        assert reports == [(31, 75), (62, 75), (75, 75)]  # three spans, the first partial
+        assert reports == [(31, 76), (62, 76), (76, 76)]  # UTC days touched, three spans
         for level in rollups.LEVELS:
             mismatches = await conn.fetchval(
                 f"""

@@ -22,9 +22,9 @@ def test_days_fit_postgres_int4() -> None:
     assert 0 < day < 2**31
 
 
-def test_a_week_of_backlog_takes_eight_locks_at_most() -> None:
-    """The validator accepts readings up to 7 days old: a batch spans 8 days at most,
-    however many readings it holds."""
+def test_a_week_of_backlog_takes_eight_locks() -> None:
+    """The validator accepts readings up to 7 days old (and 30 s early): a batch takes
+    8 day locks, 9 across a midnight, however many readings it holds."""
     now = datetime(2026, 11, 30, 6, tzinfo=UTC)
     backlog = [now - timedelta(seconds=10 * i) for i in range(7 * 8640)]
     assert len(park_lock_days(backlog)) == 8
