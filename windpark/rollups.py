@@ -127,30 +127,35 @@ def upsert_ctes(source: str) -> str:
     return "".join(ctes)
 
 
-def _park_refresh_ctes() -> str:
-    ctes = []
-    columns = ", ".join(PARK_COLUMNS)
+def _regroup_park_sql(level: Level, where: str) -> str:
+    """Upsert the park rows of ``level`` grouped from the per-turbine rows ``where``
+    selects: the one regroup that ingest and rebuild both run."""
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in PARK_COLUMNS)
+    return f"""
+        INSERT INTO park_rollup_{level.name} (bucket, {", ".join(PARK_COLUMNS)})
+        SELECT bucket, {_PARK_EXPRESSIONS}
+        FROM rollup_{level.name}
+        WHERE {where}
+        GROUP BY bucket
+        ON CONFLICT (bucket) DO UPDATE SET {updates}"""
+
+
+def _refresh_park_sql() -> str:
+    """One statement, a CTE per level, over the buckets that hold the touched instants."""
+    ctes = []
     for level in LEVELS:
+        touched = f"SELECT DISTINCT time_bucket(INTERVAL '{level.width}', ts) FROM touched"
         ctes.append(
-            f"""
-            , park_{level.name} AS (
-                INSERT INTO park_rollup_{level.name} AS p (bucket, {columns})
-                SELECT bucket, {_PARK_EXPRESSIONS}
-                FROM rollup_{level.name}
-                WHERE bucket IN (SELECT DISTINCT time_bucket(INTERVAL '{level.width}', ts)
-                                 FROM touched)
-                GROUP BY bucket
-                ON CONFLICT (bucket) DO UPDATE SET {updates}
-            )"""
+            f", park_{level.name} AS ({_regroup_park_sql(level, f'bucket IN ({touched})')})"
         )
-    return "".join(ctes)
+    return (
+        "WITH touched AS (SELECT unnest($1::timestamptz[]) AS ts)\n"
+        + "\n".join(ctes)
+        + "\nSELECT 1"
+    )
 
 
-REFRESH_PARK_SQL: Final = f"""
-WITH touched AS (SELECT unnest($1::timestamptz[]) AS ts){_park_refresh_ctes()}
-SELECT 1
-"""
+REFRESH_PARK_SQL: Final = _refresh_park_sql()
 LOCK_PARK_DAY_SQL: Final = f"SELECT pg_advisory_xact_lock({_PARK_LOCK_SPACE}, $1::int4)"
 
 
@@ -277,34 +282,26 @@ async def _rebuild_span(
     # be regrouping the same days: under their day locks, as refresh_park does, taken
     # one day at a time in ascending order, so the newest day (the one live writers
     # want) is locked last, held only for its own regroup and the commit.
-    park_columns = ", ".join(PARK_COLUMNS)
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in PARK_COLUMNS)
     # $1, $2: the span, as for the per-turbine rows; $3: the day's first second.
     in_day = "{col} >= greatest({lo}, $3) AND {col} < least({hi}, $3 + INTERVAL '1 day')"
     for day in _utc_days(start, end):
         await conn.execute(LOCK_PARK_DAY_SQL, day)
         day_start = datetime.fromtimestamp(day * _DAY_S, UTC)
         for level in LEVELS:
-            park, table = f"park_rollup_{level.name}", f"rollup_{level.name}"
             lo, hi = _lo(level), _hi(level)
             await conn.execute(
-                f"""
-                INSERT INTO {park} (bucket, {park_columns})
-                SELECT bucket, {_PARK_EXPRESSIONS}
-                FROM {table}
-                WHERE {in_day.format(col="bucket", lo=lo, hi=hi)}
-                GROUP BY bucket
-                ON CONFLICT (bucket) DO UPDATE SET {updates}
-                """,
+                _regroup_park_sql(level, in_day.format(col="bucket", lo=lo, hi=hi)),
                 start,
                 end,
                 day_start,
             )
+            # Buckets left without any turbine row (a rebuild found no readings there).
             await conn.execute(
                 f"""
-                DELETE FROM {park} p
+                DELETE FROM park_rollup_{level.name} p
                 WHERE {in_day.format(col="p.bucket", lo=lo, hi=hi)}
-                  AND NOT EXISTS (SELECT 1 FROM {table} r WHERE r.bucket = p.bucket)
+                  AND NOT EXISTS (SELECT 1 FROM rollup_{level.name} r
+                                  WHERE r.bucket = p.bucket)
                 """,
                 start,
                 end,
