@@ -7,7 +7,8 @@ Answers are plain dicts in the shape of ``schemas.ParkAggregates`` and
 ``schemas.TurbineAggregates``, serialized once by ``answer_json``. A year of hours
 is 8 760 buckets: validating them into pydantic models, then letting FastAPI dump
 the models, validate the dump again and serialize it, took most of such a request's
-time (about 300 ms of 360 ms, bench/bench_aggregates.py). The models stay the
+time (bench/bench_aggregates.py, p50 over HTTP: 357 ms before, 135 ms after this
+change alone). The models stay the
 documented contract (OpenAPI), and the tests validate answers against them.
 """
 
@@ -137,7 +138,7 @@ async def park_aggregates(
     elif turbine_id is None and window.park_table is not None:
         # The park series alone, over windows of up to the points cap in buckets (a
         # year of hours): one park-rollup row per bucket instead of one per turbine.
-        park_rows = await queries.fetch_park_rollup(conn, window.park_table, window)
+        park_rows = await queries.fetch_park_rollup(conn, window)
     else:
         # One turbine's series, or local days (whose park total, a sum of the turbines'
         # means over the day, the park rollup's hours cannot give).
@@ -150,7 +151,9 @@ async def park_aggregates(
     label, now = clock.label, clock.now
     buckets = []
     # Unpacked in the order of queries.PARK_BUCKET_COLUMNS: a year of hours is 8 760
-    # rows, and this loop is most of the request's own time.
+    # rows, and this loop is most of the request's own time. It writes _Clock.times'
+    # four keys itself: one dict literal per bucket took 9.0 ms for a year, merging
+    # times()' dict into it 13.9 ms (min of 15, this machine).
     for start, reporting, n, mean_kw, total_kw, wind_ms, temp_c, availability in park_rows:
         end = clock.end(start)
         buckets.append(

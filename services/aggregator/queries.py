@@ -233,12 +233,12 @@ async def fetch_park_buckets(
     return await conn.fetch(sql, *_window_args(window, turbine_id))
 
 
-async def fetch_park_rollup(
-    conn: Connection, park_table: str, window: Window
-) -> list[asyncpg.Record]:
-    """Park statistics from a park rollup: the same numbers as ``fetch_park_buckets``
-    for the whole park, one row per bucket to read."""
-    return await conn.fetch(park_rollup_sql(park_table), window.start, window.end)
+async def fetch_park_rollup(conn: Connection, window: Window) -> list[asyncpg.Record]:
+    """Park statistics from the window's park rollup: the same numbers as
+    ``fetch_park_buckets`` for the whole park, one row per bucket to read."""
+    if window.park_table is None:
+        raise ValueError("local-day windows have no park rollup")
+    return await conn.fetch(park_rollup_sql(window.park_table), window.start, window.end)
 
 
 # Cursors ------------------------------------------------------------------------------------

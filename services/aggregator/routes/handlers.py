@@ -128,7 +128,7 @@ async def park(
             turbines=series,
             max_points=state.settings.max_points,
             size_names=size_names,
-            breakdown_param=names.get("per_turbine", "per_turbine") if series > 1 else None,
+            breakdown_param=names.get("per_turbine", "per_turbine"),
         )
     except WindowError as exc:
         raise window_error(exc, names) from exc
