@@ -141,13 +141,21 @@ def _regroup_park_sql(level: Level, where: str) -> str:
 
 
 def _refresh_park_sql() -> str:
-    """One statement, a CTE per level, over the buckets that hold the touched instants."""
+    """One statement, a CTE per level, over the buckets that hold the touched instants.
+
+    $1: the instants; $2, $3: the first and the last of them. The range on ``bucket``
+    lets TimescaleDB skip, at executor start-up, every chunk outside it: the buckets
+    from the subquery alone would be probed in every chunk of years of rollups.
+    """
     ctes = []
     for level in LEVELS:
-        touched = f"SELECT DISTINCT time_bucket(INTERVAL '{level.width}', ts) FROM touched"
-        ctes.append(
-            f", park_{level.name} AS ({_regroup_park_sql(level, f'bucket IN ({touched})')})"
+        width = f"INTERVAL '{level.width}'"
+        where = (
+            f"bucket >= time_bucket({width}, $2::timestamptz)"
+            f" AND bucket <= time_bucket({width}, $3::timestamptz)"
+            f" AND bucket IN (SELECT DISTINCT time_bucket({width}, ts) FROM touched)"
         )
+        ctes.append(f", park_{level.name} AS ({_regroup_park_sql(level, where)})")
     return (
         "WITH touched AS (SELECT unnest($1::timestamptz[]) AS ts)\n"
         + "\n".join(ctes)
@@ -189,7 +197,7 @@ async def refresh_park(conn: Connection, timestamps: Sequence[datetime]) -> None
     if not timestamps:
         return
     await _lock_park_days(conn, park_lock_days(timestamps))
-    await conn.execute(REFRESH_PARK_SQL, list(timestamps))
+    await conn.execute(REFRESH_PARK_SQL, list(timestamps), min(timestamps), max(timestamps))
 
 
 async def engine(conn: Connection) -> Engine:
@@ -301,7 +309,8 @@ async def _rebuild_span(
                 DELETE FROM park_rollup_{level.name} p
                 WHERE {in_day.format(col="p.bucket", lo=lo, hi=hi)}
                   AND NOT EXISTS (SELECT 1 FROM rollup_{level.name} r
-                                  WHERE r.bucket = p.bucket)
+                                  WHERE r.bucket = p.bucket
+                                    AND {in_day.format(col="r.bucket", lo=lo, hi=hi)})
                 """,
                 start,
                 end,

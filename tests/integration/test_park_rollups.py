@@ -255,3 +255,31 @@ async def test_rebuild_in_spans_leaves_no_gap_or_overlap(db_pool: asyncpg.Pool) 
                 end,
             )
             assert park_mismatches == 0, level.name
+
+
+async def test_ingest_regroup_reads_only_the_chunks_of_its_buckets(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """The regroup runs in every ingest transaction and the rollups keep years of
+    chunks: its plan must leave out the chunks its buckets are not in (it probed every
+    chunk of every level, and each batch grew slower with the history)."""
+    minute = lonely_minute()
+    async with db_pool.acquire() as conn:
+        [tid] = await _register(conn, 1)
+        # History in other chunks of rollup_1m (7-day chunks) than the batch's.
+        spread = [minute - timedelta(days=30 * k) for k in range(4)]
+        readings = [make_series(tid, at, 1, seq0=k)[0] for k, at in enumerate(spread)]
+        await write_batch(conn, [accepted(r) for r in readings], [])
+        chunks = {
+            name
+            for (name,) in await conn.fetch(
+                "SELECT chunk_name FROM timescaledb_information.chunks"
+                " WHERE hypertable_name = 'rollup_1m'"
+            )
+        }
+        plan = await conn.fetchval(
+            "EXPLAIN (FORMAT JSON) " + rollups.REFRESH_PARK_SQL, [minute], minute, minute
+        )
+    scanned = {name for name in chunks if f'"{name}"' in plan}
+    assert len(chunks) >= 4
+    assert len(scanned) <= 1, sorted(scanned)
