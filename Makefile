@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast check lint format bench setup setup-machine broker venv clean lock
+.PHONY: run test test-random test-fast check lint format bench setup setup-machine broker venv clean lock
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ run: setup-machine venv
 ## Everything the tests need, then the full suite (unit, integration, e2e, slow included).
 test: setup-machine venv
 	$(BIN)/pytest
+
+## The full suite in a shuffled order (pytest-randomly; the seed is printed, and
+## `make test-random SEED=N` replays one order).
+test-random: setup-machine venv
+	$(BIN)/pytest -p randomly $(if $(SEED),--randomly-seed=$(SEED),)
 
 ## Without the slow statistical and end-to-end runs.
 test-fast: setup-machine venv
