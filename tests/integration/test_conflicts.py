@@ -185,5 +185,6 @@ async def test_a_redelivered_conflict_is_kept_once_and_counted_as_a_duplicate(
             "SELECT dedup_key, payload FROM conflicting_readings WHERE turbine_id = $1", turbine_id
         )
     assert [k["dedup_key"] for k in keys] == [f"amqp:{turbine_id}:7:0", f"amqp:{turbine_id}:8:0"]
+    assert kept is not None
     assert kept["dedup_key"] == f"amqp:{turbine_id}:8:0"
     assert bytes(kept["payload"]) == other

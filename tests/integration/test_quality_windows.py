@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from tests.conftest import new_turbine_id
 from tests.factories import accepted, make_series
 from tests.integration.test_api_reads import client, register  # noqa: F401 (fixture)
+from windpark.db import Connection
 from windpark.storage import RejectedMessage, write_batch
 from windpark.validation import QualityFlag
 
@@ -81,7 +82,7 @@ async def park(db_pool: asyncpg.Pool) -> dict[str, Any]:
 
 
 async def raw_counts(
-    conn: asyncpg.Connection, start: datetime, end: datetime, turbine_id: str | None
+    conn: Connection, start: datetime, end: datetime, turbine_id: str | None
 ) -> dict[str, list[asyncpg.Record]]:
     """The raw rows of the window, read the plainest way."""
     only = "AND ($3::text IS NULL OR turbine_id = $3)"
