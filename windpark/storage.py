@@ -270,10 +270,11 @@ def classify_not_inserted(
 ) -> _Filing:
     """Which accepted readings that did not become a row are duplicates, which conflicts.
 
-    ``stored``: the values of the row of each key; ``conflicts_kept``: the values of the
-    conflicts kept before this batch. A reading equal to either, or to an earlier one of
-    this batch, is a duplicate; any other is a conflict, with the fields where it differs
-    from the stored row.
+    ``accepted``: the readings of the keys to file, in batch order; ``stored``: the values
+    of the row of each of those keys (an inserted key's own reading is found by them);
+    ``conflicts_kept``: the values of the conflicts kept before this batch. A reading
+    equal to either, or to an earlier one of this batch, is a duplicate; any other is a
+    conflict, with the fields where it differs from the stored row.
     """
     filing = _Filing()
     known: dict[Key, list[Values]] = {}
@@ -318,6 +319,8 @@ async def _file_not_inserted(
     keys = [k for k, n in counts.items() if n > (1 if k in result.inserted_keys else 0)]
     if not keys:
         return
+    wanted = set(keys)
+    candidates = [a for a in accepted if (a.reading.turbine_id, a.reading.ts) in wanted]
     stored: dict[Key, Values] = {}
     conflicts_kept: dict[Key, list[Values]] = {}
     for row in await conn.fetch(KEPT_VALUES_SQL, [k[0] for k in keys], [k[1] for k in keys]):
@@ -327,7 +330,7 @@ async def _file_not_inserted(
             stored[key] = values
         else:
             conflicts_kept.setdefault(key, []).append(values)
-    filing = classify_not_inserted(accepted, result.inserted_keys, stored, conflicts_kept)
+    filing = classify_not_inserted(candidates, result.inserted_keys, stored, conflicts_kept)
     duplicates = filing.duplicates
     if filing.conflicts:
         kept = await _insert_conflicts(conn, filing.conflicts)

@@ -114,6 +114,23 @@ async def test_conflicts_and_duplicates_are_told_apart_in_one_batch(
     assert [r["dedup_key"] for r in dups] == [f"{turbine_id}:{k}" for k in "abcde"]
 
 
+async def test_new_readings_beside_a_conflict_are_stored_not_filed(
+    db_pool: asyncpg.Pool, turbine_id: str
+) -> None:
+    readings = make_series(turbine_id, datetime(2026, 1, 6, 3, tzinfo=UTC), 10)
+    other = readings[0].model_copy(update={"power_kw": readings[0].power_kw + 1.0})
+    async with db_pool.acquire() as conn:
+        await write_batch(conn, [accepted(readings[0])], [])
+        result = await write_batch(
+            conn,
+            [accepted(r) for r in readings[1:5]]
+            + [accepted(other, key=f"{turbine_id}:other")]
+            + [accepted(r) for r in readings[5:]],
+            [],
+        )
+    assert (result.stored, result.conflicts, result.duplicates) == (9, 1, 0)
+
+
 async def test_redelivered_reject_is_stored_once(db_pool: asyncpg.Pool, turbine_id: str) -> None:
     reject = RejectedMessage(
         payload=b'{"v": 1, "power_kw": NaN',
