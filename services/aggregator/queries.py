@@ -185,6 +185,11 @@ def _window_args(window: Window, turbine_id: str | None) -> list[object]:
     return args
 
 
+async def ping(conn: Connection) -> None:
+    """A round trip that proves the database answers (readiness)."""
+    await conn.fetchval("SELECT 1")
+
+
 async def database_now(conn: Connection) -> datetime:
     now: datetime = await conn.fetchval("SELECT now()")
     return now
