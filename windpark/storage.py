@@ -227,10 +227,12 @@ Values = tuple[object, ...]
 # The values already kept for some keys: the stored row, and the conflicts kept so far.
 # In the ingest transaction, so it sees the rows this batch inserted, and at READ
 # COMMITTED a row a concurrent batch inserted first (ON CONFLICT waited for its commit).
+# $3, $4: the keys' first and last ts, so only the chunks that can hold them are read.
 KEPT_VALUES_SQL: Final = f"""
 WITH keys AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS k(turbine_id, ts))
 SELECT true AS stored, turbine_id, ts, {_value_list}
 FROM readings JOIN keys USING (turbine_id, ts)
+WHERE readings.ts BETWEEN $3 AND $4
 UNION ALL
 SELECT false, turbine_id, ts, {_value_list}
 FROM conflicting_readings JOIN keys USING (turbine_id, ts)
@@ -323,7 +325,9 @@ async def _file_not_inserted(
     candidates = [a for a in accepted if (a.reading.turbine_id, a.reading.ts) in wanted]
     stored: dict[Key, Values] = {}
     conflicts_kept: dict[Key, list[Values]] = {}
-    for row in await conn.fetch(KEPT_VALUES_SQL, [k[0] for k in keys], [k[1] for k in keys]):
+    times = [k[1] for k in keys]
+    rows = await conn.fetch(KEPT_VALUES_SQL, [k[0] for k in keys], times, min(times), max(times))
+    for row in rows:
         key = (row["turbine_id"], row["ts"])
         values = tuple(row[c] for c in VALUE_COLUMNS)
         if row["stored"]:
