@@ -2,9 +2,15 @@
 
 One call to ``write_batch`` is one transaction: valid readings (idempotent on
 turbine and time), the rollups and the latest values for the rows actually
-inserted, the duplicates that were absorbed, the rejects with their raw bytes,
-and last the park rollups of the buckets touched. The caller acknowledges the
-messages only after it returns.
+inserted, the duplicates that were absorbed, the conflicts with their raw bytes and
+values, the rejects with their raw bytes, and last the park rollups of the buckets
+touched. The caller acknowledges the messages only after it returns.
+
+A reading whose (turbine, ts) is already stored is a *duplicate* when its values equal
+the stored row's (or a kept conflict's): a redelivery, or the same reading sent again.
+Otherwise it is a *conflict*: two different readings with the same key are a
+conflict, not a duplicate, and the second is kept with its bytes in
+``conflicting_readings``, once per message (``dedup_key``).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Final, Literal
 
 import orjson
 
-from windpark import rollups
+from windpark import contract, rollups
 from windpark.contract import Reading
 from windpark.db import Connection
 
@@ -82,6 +88,7 @@ class RejectedMessage:
 class BatchResult:
     stored: int = 0
     duplicates: int = 0
+    conflicts: int = 0
     rejected: int = 0
     inserted_keys: set[tuple[str, datetime]] = field(default_factory=set)
 
@@ -186,18 +193,7 @@ async def write_batch(
             rows = await conn.fetch(INSERT_READINGS_SQL[rollup_engine], *[list(c) for c in columns])
             result.inserted_keys = {(row["turbine_id"], row["ts"]) for row in rows}
             result.stored = len(rows)
-            duplicates = _duplicates(accepted, result.inserted_keys)
-            result.duplicates = len(duplicates)
-            if duplicates:
-                await conn.execute(
-                    INSERT_DUPLICATES_SQL,
-                    [d.dedup_key for d in duplicates],
-                    [d.reading.turbine_id for d in duplicates],
-                    [d.reading.ts for d in duplicates],
-                    [d.reading.seq for d in duplicates],
-                    [d.source for d in duplicates],
-                    [d.received_at for d in duplicates],
-                )
+            await _file_not_inserted(conn, accepted, result)
         if rejected:
             await conn.executemany(INSERT_REJECTS_SQL, [_reject_row(r) for r in rejected])
             result.rejected = len(rejected)
@@ -207,20 +203,171 @@ async def write_batch(
     return result
 
 
-def _duplicates(
-    accepted: Sequence[AcceptedReading], inserted: set[tuple[str, datetime]]
-) -> list[AcceptedReading]:
-    """Accepted readings that did not become a row: already stored, or twice in this batch."""
-    # The first occurrence of an inserted key is the stored row; every other one is a duplicate.
-    claimed: set[tuple[str, datetime]] = set()
-    out = []
+# The fields that make two readings of one key "the same reading". Not the quality
+# flags, source or arrival: a redelivery judged against another history may be flagged
+# differently, and it is still the same reading.
+VALUE_COLUMNS: Final = (
+    "seq",
+    "power_kw",
+    "wind_speed_ms",
+    "temperature_c",
+    "state",
+    "rotor_rpm",
+    "pitch_deg",
+    "nacelle_temperature_c",
+    "wind_direction_deg",
+    "setpoint_kw",
+)
+_VALUE_INDEX: Final = tuple(READING_COLUMNS.index(c) for c in VALUE_COLUMNS)
+_value_list = ", ".join(VALUE_COLUMNS)
+
+Key = tuple[str, datetime]
+Values = tuple[object, ...]
+
+# The values already kept for some keys: the stored row, and the conflicts kept so far.
+# In the ingest transaction, so it sees the rows this batch inserted, and at READ
+# COMMITTED a row a concurrent batch inserted first (ON CONFLICT waited for its commit).
+# $3, $4: the keys' first and last ts, so only the chunks that can hold them are read.
+KEPT_VALUES_SQL: Final = f"""
+WITH keys AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS k(turbine_id, ts))
+SELECT true AS stored, turbine_id, ts, {_value_list}
+FROM readings JOIN keys USING (turbine_id, ts)
+WHERE readings.ts BETWEEN $3 AND $4
+UNION ALL
+SELECT false, turbine_id, ts, {_value_list}
+FROM conflicting_readings JOIN keys USING (turbine_id, ts)
+"""
+
+_conflict_input = ", ".join(
+    f"${i}::{_column_type(c)}[]" for i, c in enumerate(READING_COLUMNS, start=2)
+)
+_n_conflict_params = len(READING_COLUMNS) + 1
+INSERT_CONFLICTS_SQL: Final = f"""
+INSERT INTO conflicting_readings (dedup_key, {_columns}, payload, differs)
+SELECT dedup_key, {_columns}, payload, string_to_array(differs, ',')
+FROM unnest($1::text[], {_conflict_input}, ${_n_conflict_params + 1}::bytea[],
+            ${_n_conflict_params + 2}::text[])
+    AS t(dedup_key, {_columns}, payload, differs)
+ON CONFLICT (dedup_key) DO NOTHING
+RETURNING dedup_key
+"""
+
+
+@dataclass(slots=True)
+class _Filing:
+    duplicates: list[AcceptedReading] = field(default_factory=list)
+    conflicts: list[tuple[AcceptedReading, list[str]]] = field(default_factory=list)
+
+
+def _values(item: AcceptedReading) -> Values:
+    row = _reading_row(item)
+    return tuple(row[i] for i in _VALUE_INDEX)
+
+
+def classify_not_inserted(
+    accepted: Sequence[AcceptedReading],
+    inserted: set[Key],
+    stored: dict[Key, Values],
+    conflicts_kept: dict[Key, list[Values]],
+) -> _Filing:
+    """Which accepted readings that did not become a row are duplicates, which conflicts.
+
+    ``accepted``: the readings of the keys to file, in batch order; ``stored``: the values
+    of the row of each of those keys (an inserted key's own reading is found by them);
+    ``conflicts_kept``: the values of the conflicts kept before this batch. A reading
+    equal to either, or to an earlier one of this batch, is a duplicate; any other is a
+    conflict, with the fields where it differs from the stored row.
+    """
+    filing = _Filing()
+    known: dict[Key, list[Values]] = {}
+    unclaimed = set(inserted)  # keys whose inserted reading is still to be found
+    for item in accepted:
+        key = (item.reading.turbine_id, item.reading.ts)
+        values = _values(item)
+        if key in unclaimed and stored.get(key) == values:
+            unclaimed.discard(key)  # this one became the row
+            continue
+        seen = known.setdefault(
+            key, [*([stored[key]] if key in stored else []), *conflicts_kept.get(key, [])]
+        )
+        if values in seen:
+            filing.duplicates.append(item)
+            continue
+        seen.append(values)
+        filing.conflicts.append((item, _differs(values, stored.get(key))))
+    return filing
+
+
+def _differs(values: Values, stored: Values | None) -> list[str]:
+    if stored is None:  # the stored row is gone (retention): every field is unconfirmed
+        return list(VALUE_COLUMNS)
+    return [
+        c for c, mine, theirs in zip(VALUE_COLUMNS, values, stored, strict=True) if mine != theirs
+    ]
+
+
+async def _file_not_inserted(
+    conn: Connection, accepted: Sequence[AcceptedReading], result: BatchResult
+) -> None:
+    """File every accepted reading that did not become a row, as a duplicate or a conflict.
+
+    Only the keys with such a reading are read back, so a batch of new readings (the
+    usual case) costs nothing more than the insert.
+    """
+    counts: dict[Key, int] = {}
     for a in accepted:
         key = (a.reading.turbine_id, a.reading.ts)
-        if key in inserted and key not in claimed:
-            claimed.add(key)
-            continue
-        out.append(a)
-    return out
+        counts[key] = counts.get(key, 0) + 1
+    keys = [k for k, n in counts.items() if n > (1 if k in result.inserted_keys else 0)]
+    if not keys:
+        return
+    wanted = set(keys)
+    candidates = [a for a in accepted if (a.reading.turbine_id, a.reading.ts) in wanted]
+    stored: dict[Key, Values] = {}
+    conflicts_kept: dict[Key, list[Values]] = {}
+    times = [k[1] for k in keys]
+    rows = await conn.fetch(KEPT_VALUES_SQL, [k[0] for k in keys], times, min(times), max(times))
+    for row in rows:
+        key = (row["turbine_id"], row["ts"])
+        values = tuple(row[c] for c in VALUE_COLUMNS)
+        if row["stored"]:
+            stored[key] = values
+        else:
+            conflicts_kept.setdefault(key, []).append(values)
+    filing = classify_not_inserted(candidates, result.inserted_keys, stored, conflicts_kept)
+    duplicates = filing.duplicates
+    if filing.conflicts:
+        kept = await _insert_conflicts(conn, filing.conflicts)
+        result.conflicts = len(kept)
+        # A conflicting message delivered again (its key already kept) is a redelivery.
+        duplicates += [item for item, _ in filing.conflicts if item.dedup_key not in kept]
+    result.duplicates = len(duplicates)
+    if duplicates:
+        await conn.execute(
+            INSERT_DUPLICATES_SQL,
+            [d.dedup_key for d in duplicates],
+            [d.reading.turbine_id for d in duplicates],
+            [d.reading.ts for d in duplicates],
+            [d.reading.seq for d in duplicates],
+            [d.source for d in duplicates],
+            [d.received_at for d in duplicates],
+        )
+
+
+async def _insert_conflicts(
+    conn: Connection, conflicts: Sequence[tuple[AcceptedReading, list[str]]]
+) -> set[str]:
+    columns = list(zip(*(_reading_row(item) for item, _ in conflicts), strict=True))
+    rows = await conn.fetch(
+        INSERT_CONFLICTS_SQL,
+        [item.dedup_key for item, _ in conflicts],
+        *[list(c) for c in columns],
+        # Readings made in process (tests, tools) have no wire bytes: their encoding is kept.
+        [item.payload or contract.encode(item.reading) for item, _ in conflicts],
+        # text[][] would need equal lengths: the list travels as one comma-joined string.
+        [",".join(differs) for _, differs in conflicts],
+    )
+    return {row["dedup_key"] for row in rows}
 
 
 def _reject_row(r: RejectedMessage) -> tuple[object, ...]:

@@ -4,6 +4,9 @@ The API does not write readings itself. An accepted reading is published, byte f
 byte as received, to the same exchange the turbines publish to, so the concentrator
 stores it under the same rules as every other reading (it judges it again, with the
 turbine's history, which the API does not have: soft checks are the concentrator's).
+The answer (``Queued``, a 202) therefore promises "queued for storage", not "stored":
+the concentrator may still store it, keep it as a conflict (another reading of the
+same turbine and ts is stored), count it as a duplicate, or reject it.
 A rejected message is kept raw with its reasons, as the concentrator keeps its own.
 """
 
@@ -98,6 +101,7 @@ async def ingest_http(
         raise RuntimeError(f"{verdict.outcome} verdict without a reading")
     if publisher is None:
         raise BrokerUnavailableError("not connected to the broker")
+    # Also the concentrator's dedup key as it is: the prefix names the source once.
     message_id = f"http:{uuid.uuid4()}"
     try:
         await publisher.publish(

@@ -45,6 +45,8 @@ TURBINE_EXISTS_SQL: Final = "SELECT EXISTS (SELECT 1 FROM turbines WHERE turbine
 
 TURBINE_COUNT_SQL: Final = "SELECT count(*) FROM turbines"
 
+TURBINE_MODEL_SQL: Final = "SELECT model FROM turbines WHERE turbine_id = $1"
+
 # Keyset page: rows after the cursor's ts, by the primary key (turbine_id, ts).
 READINGS_SQL: Final = """
 SELECT ts, seq, state, power_kw, wind_speed_ms, temperature_c, rotor_rpm, pitch_deg,
@@ -183,6 +185,11 @@ def _window_args(window: Window, turbine_id: str | None) -> list[object]:
     return args
 
 
+async def ping(conn: Connection) -> None:
+    """A round trip that proves the database answers (readiness)."""
+    await conn.fetchval("SELECT 1")
+
+
 async def database_now(conn: Connection) -> datetime:
     now: datetime = await conn.fetchval("SELECT now()")
     return now
@@ -200,6 +207,12 @@ async def count_turbines(conn: Connection) -> int:
 async def turbine_exists(conn: Connection, turbine_id: str) -> bool:
     exists: bool = await conn.fetchval(TURBINE_EXISTS_SQL, turbine_id)
     return exists
+
+
+async def turbine_model(conn: Connection, turbine_id: str) -> str | None:
+    """The turbine's model name; None when it is not registered."""
+    model: str | None = await conn.fetchval(TURBINE_MODEL_SQL, turbine_id)
+    return model
 
 
 async def fetch_latest(conn: Connection, turbine_id: str | None = None) -> list[asyncpg.Record]:

@@ -167,11 +167,26 @@ class RejectReason(_Answer):
 
 
 class Queued(_Answer):
-    status: Literal["queued"] = "queued"
+    """A valid reading handed to the broker: queued for storage, not stored yet."""
+
+    status: Literal["queued"] = Field(
+        default="queued",
+        description="queued for storage: the broker confirmed the message (persistent); "
+        "nothing is in the database yet",
+    )
+    promise: str = Field(
+        default="queued for storage: the concentrator judges the reading again with the "
+        "turbine's history, then stores it, keeps it as a conflict (same turbine and ts as "
+        "a stored reading, other values), counts it as a duplicate, or keeps it as a reject",
+        description="what the 202 promises, in words",
+    )
     turbine_id: str
     seq: int
     ts: datetime
-    message_id: str = Field(description="AMQP message id; the concentrator's dedup key")
+    message_id: str = Field(
+        description="AMQP message id, and the dedup key under which the concentrator files "
+        "the message (duplicate_readings, conflicting_readings, rejected_readings)"
+    )
     outcome: Literal["accepted", "flagged"] = Field(
         description="the API's verdict without the turbine's history; the concentrator "
         "judges the reading again before it stores it"
@@ -202,21 +217,49 @@ class Readiness(_Answer):
     checks: dict[str, str]
 
 
-class QualityBucket(_Answer):
-    """Data quality of one turbine in one bucket (UTC hours or days)."""
-
-    bucket_start: datetime
-    turbine_id: str
-    received: int = Field(description="stored + rejected + duplicates")
-    stored: int = Field(description="readings stored (accepted or flagged)")
+class _QualityCounts(_Answer):
+    received: int = Field(description="stored + rejected + duplicates + conflicts")
+    stored: int = Field(description="readings stored (accepted or flagged), by device time")
     clean: int = Field(description="stored without any quality flag")
     flagged: int = Field(description="stored with at least one quality flag")
     flagged_by_kind: dict[str, int] = Field(description="readings per quality flag")
     rejected: int = Field(description="messages rejected (by arrival time)")
     rejected_by_reason: dict[str, int] = Field(description="reject reason code -> messages")
-    duplicates: int = Field(description="messages absorbed as duplicates")
-    expected: float = Field(description="readings expected at the sampling interval")
-    completeness: float = Field(description="stored / expected, at most 1")
+    duplicates: int = Field(
+        description="messages absorbed as duplicates: redeliveries, or the same values "
+        "again (by device time)"
+    )
+    conflicts: int = Field(
+        description="messages kept as conflicts: same turbine and device time as a stored "
+        "reading, other values (by device time); see /v1/conflicts"
+    )
+
+
+class QualityBucket(_QualityCounts):
+    """Data quality of one registered turbine in one bucket (UTC hours or days), counting
+    only what lies inside the window: a bucket the window cuts is a partial bucket."""
+
+    bucket_start: datetime
+    turbine_id: str
+    expected: float = Field(
+        description="readings expected at the sampling interval over the part of the "
+        "bucket that is inside the window and already elapsed"
+    )
+    completeness: float = Field(description="stored / expected, at most 1; 1 if expected is 0")
+
+
+class UnattributedRejects(_Answer):
+    """Rejects of one bucket whose turbine id is missing, unreadable or not registered:
+    in the totals, never in ``buckets`` (such a turbine has no quality of its own)."""
+
+    bucket_start: datetime
+    turbine_id: str | None = Field(description="the id as read from the message, if any")
+    rejected: int
+    rejected_by_reason: dict[str, int]
+
+
+class QualityTotals(_QualityCounts):
+    """Every count of the window: ``buckets`` and ``unattributed`` added up."""
 
 
 class QualityReport(_Answer):
@@ -225,6 +268,8 @@ class QualityReport(_Answer):
     end: datetime
     expected_interval_s: float
     buckets: list[QualityBucket]
+    unattributed: list[UnattributedRejects]
+    totals: QualityTotals
 
 
 class Reject(_Answer):
@@ -242,6 +287,46 @@ class Reject(_Answer):
 class RejectPage(_Answer):
     rejects: list[Reject] = Field(description="newest first")
     next_cursor: str | None = Field(description="pass as `cursor` for older rejects")
+
+
+class ConflictValues(_Answer):
+    """The fields that make a reading: compared to tell a conflict from a duplicate."""
+
+    seq: int
+    state: str
+    power_kw: float
+    wind_speed_ms: float
+    temperature_c: float
+    rotor_rpm: float | None
+    pitch_deg: float | None
+    nacelle_temperature_c: float | None
+    wind_direction_deg: float | None
+    setpoint_kw: float | None
+
+
+class Conflict(_Answer):
+    """A reading with the turbine and device time of a stored one, but other values:
+    kept beside it, never in its place (aggregates use the stored reading)."""
+
+    id: int
+    turbine_id: str
+    ts: datetime
+    message_id: str = Field(description="dedup key: a redelivery of it is a duplicate")
+    source: str
+    received_at: datetime
+    quality_flags: int
+    values: ConflictValues = Field(description="this message's values")
+    stored: ConflictValues | None = Field(
+        description="the stored reading's values; null once retention removed it"
+    )
+    differs: list[str] = Field(description="fields whose value differs from the stored one")
+    payload_base64: str = Field(description="the bytes exactly as received")
+    payload_text: str = Field(description="the bytes as UTF-8, undecodable bytes replaced")
+
+
+class ConflictPage(_Answer):
+    conflicts: list[Conflict] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as `cursor` for older conflicts")
 
 
 class PowerCurveBin(_Answer):

@@ -55,8 +55,14 @@ def claimed_turbine_id(message: Inbound) -> str:
 
 
 def dedup_key(message: Inbound) -> str:
-    """The message's identity, stable across redeliveries of the same message."""
+    """The message's identity, stable across redeliveries of the same message.
+
+    ``<source>:<message id>``; the API's ids ("http:<uuid>") already name their source,
+    and are the dedup key as they are, as for the rejects the API files itself.
+    """
     source = source_of(message)
+    if source == "http" and message.message_id:
+        return message.message_id
     if message.message_id:
         return f"{source}:{message.message_id}"
     return storage.payload_dedup_key(f"{source}:{message.routing_key}", message.body)

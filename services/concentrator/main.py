@@ -253,6 +253,7 @@ class Concentrator:
                 )
             total.stored += part.stored
             total.duplicates += part.duplicates
+            total.conflicts += part.conflicts
             total.rejected += part.rejected
         if judged.rejected:
             part = await self._store(JudgedBatch(rejected=judged.rejected))

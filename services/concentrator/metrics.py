@@ -15,6 +15,10 @@ REJECT_REASONS = Counter(
 )
 STORED = Counter("windpark_concentrator_readings_stored_total", "Readings inserted")
 DUPLICATES = Counter("windpark_concentrator_duplicates_total", "Readings absorbed as duplicates")
+CONFLICTS = Counter(
+    "windpark_concentrator_conflicts_total",
+    "Readings kept as conflicts: same turbine and ts as a stored one, other values",
+)
 REJECTED = Counter("windpark_concentrator_rejects_stored_total", "Rejects stored")
 DB_RETRIES = Counter("windpark_concentrator_db_retries_total", "Database attempts retried")
 BATCH_SECONDS = Histogram(
@@ -36,6 +40,7 @@ def observe_batch(judged: JudgedBatch, result: BatchResult, seconds: float) -> N
         REJECT_REASONS.labels(code).inc(count)
     STORED.inc(result.stored)
     DUPLICATES.inc(result.duplicates)
+    CONFLICTS.inc(result.conflicts)
     REJECTED.inc(result.rejected)
     BATCH_SECONDS.observe(seconds)
     BATCH_SIZE.observe(sum(judged.outcomes.values()))

@@ -15,6 +15,7 @@ TABLES = {
     "readings",
     "rejected_readings",
     "duplicate_readings",
+    "conflicting_readings",  # migration 0006
     "latest_readings",
     "rollup_1m",
     "rollup_10m",

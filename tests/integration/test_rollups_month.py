@@ -35,7 +35,8 @@ async def month(db_pool: asyncpg.Pool) -> list[str]:
         await backfill(conn, sim, START, END, interval_s=30.0)
         await rollups.rebuild(conn, START, END, ids)
         # Late readings between the backfilled ones (15 s offsets), in several buckets,
-        # and duplicates of stored (turbine, ts) with other values: absorbed, not counted.
+        # and readings of stored (turbine, ts) with other values: kept as conflicts, not
+        # counted in the rollups.
         late = [
             make_reading(turbine_id=tid, ts=START + timedelta(hours=h, seconds=15), seq=10**6 + h)
             for tid in ids
@@ -50,7 +51,7 @@ async def month(db_pool: asyncpg.Pool) -> list[str]:
         ]
         result = await write_batch(conn, [accepted(r) for r in late + dups], [])
     assert result.stored == len(late)
-    assert result.duplicates == len(dups)
+    assert result.conflicts == len(dups)
     return ids
 
 

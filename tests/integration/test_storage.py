@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from tests.factories import accepted, make_series
-from windpark import rollups
+from windpark import contract, rollups
+from windpark.contract import TurbineState
 from windpark.storage import RejectedMessage, write_batch
 
 
@@ -46,6 +48,87 @@ async def test_duplicate_within_one_batch_is_absorbed(
             conn, [accepted(reading, key="a"), accepted(reading, key="b")], []
         )
     assert (result.stored, result.duplicates) == (1, 1)
+
+
+async def test_other_values_with_a_stored_key_are_kept_as_a_conflict(
+    db_pool: asyncpg.Pool, turbine_id: str
+) -> None:
+    [reading] = make_series(turbine_id, datetime(2026, 1, 6, 1, tzinfo=UTC), 1)
+    other = reading.model_copy(update={"seq": 99, "power_kw": reading.power_kw + 180.0})
+    raw = contract.encode(other).replace(b",", b", ")  # the bytes as a sender spaced them
+    async with db_pool.acquire() as conn:
+        first = await write_batch(conn, [accepted(reading, key=f"{turbine_id}:first")], [])
+        second = await write_batch(
+            conn,
+            [replace(accepted(other, key=f"{turbine_id}:second"), payload=raw, quality_flags=2)],
+            [],
+        )
+        kept = await conn.fetch(
+            "SELECT * FROM conflicting_readings WHERE turbine_id = $1", turbine_id
+        )
+        stored = await conn.fetch("SELECT seq FROM readings WHERE turbine_id = $1", turbine_id)
+        dups = await conn.fetchval(
+            "SELECT count(*) FROM duplicate_readings WHERE turbine_id = $1", turbine_id
+        )
+    assert (first.stored, first.conflicts) == (1, 0)
+    assert (second.stored, second.duplicates, second.conflicts) == (0, 0, 1)
+    [row] = kept
+    assert bytes(row["payload"]) == raw
+    assert (row["dedup_key"], row["ts"], row["seq"]) == (f"{turbine_id}:second", reading.ts, 99)
+    assert row["power_kw"] == other.power_kw
+    assert row["quality_flags"] == 2
+    assert sorted(row["differs"]) == ["power_kw", "seq"]
+    assert [r["seq"] for r in stored] == [reading.seq]  # the stored reading stays
+    assert dups == 0
+
+
+async def test_conflicts_and_duplicates_are_told_apart_in_one_batch(
+    db_pool: asyncpg.Pool, turbine_id: str
+) -> None:
+    [reading] = make_series(turbine_id, datetime(2026, 1, 6, 2, tzinfo=UTC), 1)
+    other = reading.model_copy(update={"temperature_c": reading.temperature_c + 1.0})
+    third = reading.model_copy(update={"state": TurbineState.FAULT})
+    batch = [
+        accepted(reading, key=f"{turbine_id}:a"),
+        accepted(other, key=f"{turbine_id}:b"),  # conflict
+        accepted(reading, key=f"{turbine_id}:c"),  # the stored values again: duplicate
+        accepted(other, key=f"{turbine_id}:d"),  # the conflict's values again: duplicate
+        accepted(other, key=f"{turbine_id}:b"),  # the conflicting message itself, redelivered
+        accepted(third, key=f"{turbine_id}:e"),  # another conflict
+    ]
+    async with db_pool.acquire() as conn:
+        result = await write_batch(conn, batch, [])
+        again = await write_batch(conn, batch, [])
+        conflicts = await conn.fetch(
+            "SELECT dedup_key FROM conflicting_readings WHERE turbine_id = $1 ORDER BY 1",
+            turbine_id,
+        )
+        dups = await conn.fetch(
+            "SELECT dedup_key FROM duplicate_readings WHERE turbine_id = $1 ORDER BY 1",
+            turbine_id,
+        )
+    assert (result.stored, result.conflicts, result.duplicates) == (1, 2, 3)
+    # The whole batch redelivered: nothing stored or kept twice.
+    assert (again.stored, again.conflicts) == (0, 0)
+    assert [r["dedup_key"] for r in conflicts] == [f"{turbine_id}:{k}" for k in "be"]
+    assert [r["dedup_key"] for r in dups] == [f"{turbine_id}:{k}" for k in "abcde"]
+
+
+async def test_new_readings_beside_a_conflict_are_stored_not_filed(
+    db_pool: asyncpg.Pool, turbine_id: str
+) -> None:
+    readings = make_series(turbine_id, datetime(2026, 1, 6, 3, tzinfo=UTC), 10)
+    other = readings[0].model_copy(update={"power_kw": readings[0].power_kw + 1.0})
+    async with db_pool.acquire() as conn:
+        await write_batch(conn, [accepted(readings[0])], [])
+        result = await write_batch(
+            conn,
+            [accepted(r) for r in readings[1:5]]
+            + [accepted(other, key=f"{turbine_id}:other")]
+            + [accepted(r) for r in readings[5:]],
+            [],
+        )
+    assert (result.stored, result.conflicts, result.duplicates) == (9, 1, 0)
 
 
 async def test_redelivered_reject_is_stored_once(db_pool: asyncpg.Pool, turbine_id: str) -> None:

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from services.aggregator import schemas
+from services.aggregator import queries, schemas
 from services.aggregator.deps import StateDep
 from services.aggregator.metrics import METRICS_CONTENT_TYPE
 
@@ -29,7 +29,7 @@ async def readyz(state: StateDep) -> JSONResponse:
     try:
         async with asyncio.timeout(state.settings.readiness_timeout_s):
             async with state.pool.acquire() as conn:
-                await conn.fetchval("SELECT 1")
+                await queries.ping(conn)
         checks["database"] = "ok"
     except Exception as exc:  # any failure means not ready; the reason is reported
         checks["database"] = f"down: {type(exc).__name__}"

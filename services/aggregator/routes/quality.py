@@ -33,8 +33,10 @@ async def _window(
     end: datetime | None,
     default: timedelta,
     max_days: int,
+    *,
+    now: datetime | None = None,
 ) -> tuple[datetime, datetime]:
-    end = end or await queries.database_now(conn)
+    end = end or now or await queries.database_now(conn)
     try:
         start = start or end - default
     except OverflowError as exc:  # `to` in year 1: no default window fits before it
@@ -54,8 +56,11 @@ async def _window(
     "/quality",
     tags=["quality"],
     summary="Data quality of every turbine per hour or day",
-    description="Per turbine and bucket: received, stored, clean, flagged (by kind), "
-    "rejected (by reason), duplicates and completeness. Default: the last 24 hours.",
+    description="Per registered turbine and bucket: received, stored, clean, flagged (by "
+    "kind), rejected (by reason), duplicates, conflicts and completeness, counting only "
+    "the rows inside [from, to) (a bucket the window cuts is partial). Rejects whose "
+    "turbine id is missing, unreadable or not registered are listed under `unattributed`; "
+    "`totals` adds up both. Default: the last 24 hours.",
 )
 async def park_quality(
     *,
@@ -74,6 +79,8 @@ async def park_quality(
     "/turbines/{turbine_id}/quality",
     tags=["quality"],
     summary="Data quality of one turbine per hour or day",
+    description="As /v1/quality for one registered turbine (404 for any other: the rejects "
+    "of an unregistered id are in /v1/quality's `unattributed`).",
     responses=NOT_FOUND,
 )
 async def turbine_quality(
@@ -106,11 +113,13 @@ async def _report(  # noqa: PLR0917 (private; both routes pass the same seven)
     bucket: Literal["1h", "1d"],
     turbine_id: str | None,
 ) -> schemas.QualityReport:
-    start, end = await _window(conn, start, end, timedelta(hours=24), max_days)
-    buckets = await quality.fetch_quality(
+    now = await queries.database_now(conn)
+    start, end = await _window(conn, start, end, timedelta(hours=24), max_days, now=now)
+    buckets, unattributed, totals = await quality.fetch_quality(
         conn,
         start=start,
         end=end,
+        now=now,
         bucket=bucket,
         turbine_id=turbine_id,
         expected_interval_s=expected_interval_s,
@@ -121,6 +130,8 @@ async def _report(  # noqa: PLR0917 (private; both routes pass the same seven)
         end=end,
         expected_interval_s=expected_interval_s,
         buckets=buckets,
+        unattributed=unattributed,
+        totals=totals,
     )
 
 
@@ -155,6 +166,37 @@ async def rejects(
 
 
 @router.get(
+    "/conflicts",
+    tags=["quality"],
+    summary="Readings kept as conflicts, with their values and bytes, newest first",
+    description="A conflict is a reading with the turbine and device time (ts) of a stored "
+    "one but other values. It is kept here with the bytes as received and beside the stored "
+    "reading's values; the stored reading stays the one that aggregates use. A redelivery "
+    "of the same message, or the same values again, is a duplicate instead. The window "
+    "selects by ts. Default: the last 7 days.",
+)
+async def conflicts(
+    *,
+    conn: ConnectionDep,
+    settings: SettingsDep,
+    start: From = None,
+    end: To = None,
+    turbine_id: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,19}$")] = None,
+) -> schemas.ConflictPage:
+    start, end = await _window(conn, start, end, timedelta(days=7), settings.max_analysis_days)
+    return await quality.fetch_conflicts(
+        conn,
+        start=start,
+        end=end,
+        turbine_id=turbine_id,
+        before_id=int(cursor) if cursor else None,
+        limit=limit,
+    )
+
+
+@router.get(
     "/turbines/{turbine_id}/power-curve",
     tags=["analysis"],
     summary="Measured power curve (IEC 61400-12-1 method of bins) against the model's",
@@ -171,7 +213,7 @@ async def turbine_power_curve(
     start: From = None,
     end: To = None,
 ) -> schemas.PowerCurve:
-    model_name = await conn.fetchval("SELECT model FROM turbines WHERE turbine_id = $1", turbine_id)
+    model_name = await queries.turbine_model(conn, turbine_id)
     if model_name is None:
         raise not_found(turbine_id)
     start, end = await _window(conn, start, end, timedelta(days=7), settings.max_analysis_days)
