@@ -109,6 +109,8 @@ def _users(args: argparse.Namespace) -> int:
         return asyncio.run(cli.add_user(args.name, args.scope, password_stdin=args.password_stdin))
     if action == "password":
         return asyncio.run(cli.set_user_password(args.name, password_stdin=args.password_stdin))
+    if action == "scopes":
+        return asyncio.run(cli.set_user_scopes(args.name, args.scope))
     if action == "list":
         return asyncio.run(cli.list_users())
     if action in ("disable", "enable"):
@@ -124,6 +126,8 @@ def _clients(args: argparse.Namespace) -> int:
         return asyncio.run(cli.add_client(args.client_id, args.scope, turbine_id=args.turbine))
     if action == "secret":
         return asyncio.run(cli.new_client_secret(args.client_id))
+    if action == "scopes":
+        return asyncio.run(cli.set_client_scopes(args.client_id, args.scope))
     if action == "list":
         return asyncio.run(cli.list_clients())
     if action in ("disable", "enable"):
@@ -145,14 +149,20 @@ def _add_credentials_commands(sub: argparse._SubParsersAction[argparse.ArgumentP
     p.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
-    p = usub.add_parser("password", help="set a new password (generated unless --password-stdin)")
+    p = usub.add_parser(
+        "password",
+        help="set a new password (generated unless --password-stdin); revokes the user's tokens",
+    )
     p.add_argument("name")
     p.add_argument("--password-stdin", action="store_true")
+    p = usub.add_parser("scopes", help="replace a user's scopes; revokes its tokens")
+    p.add_argument("name")
+    p.add_argument("--scope", action="append", required=True, help=scope_help)
     usub.add_parser("list", help="list users: name, state, scopes")
     for action, help_ in (
-        ("disable", "refuse new tokens to a user (issued ones expire within their lifetime)"),
-        ("enable", "allow a disabled user again"),
-        ("delete", "remove a user"),
+        ("disable", "refuse tokens to a user, those already issued included"),
+        ("enable", "allow a disabled user again (it logs in anew)"),
+        ("delete", "remove a user; revokes its tokens"),
     ):
         usub.add_parser(action, help=help_).add_argument("name")
 
@@ -167,12 +177,17 @@ def _add_credentials_commands(sub: argparse._SubParsersAction[argparse.ArgumentP
     p.add_argument(
         "--turbine", default=None, help="bind readings:write to this turbine's readings only"
     )
-    csub.add_parser("secret", help="issue a new secret (shown once)").add_argument("client_id")
+    csub.add_parser(
+        "secret", help="issue a new secret (shown once); revokes the client's tokens"
+    ).add_argument("client_id")
+    p = csub.add_parser("scopes", help="replace a client's scopes; revokes its tokens")
+    p.add_argument("client_id")
+    p.add_argument("--scope", action="append", required=True, help=scope_help)
     csub.add_parser("list", help="list clients: id, state, scopes, bound turbine")
     for action, help_ in (
-        ("disable", "refuse new tokens to a client (issued ones expire within their lifetime)"),
-        ("enable", "allow a disabled client again"),
-        ("delete", "remove a client"),
+        ("disable", "refuse tokens to a client, those already issued included"),
+        ("enable", "allow a disabled client again (it logs in anew)"),
+        ("delete", "remove a client; revokes its tokens"),
     ):
         csub.add_parser(action, help=help_).add_argument("client_id")
 
