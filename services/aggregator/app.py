@@ -25,6 +25,7 @@ from services.aggregator.metrics import ApiMetrics, MetricsMiddleware
 from services.aggregator.registry_cache import RegistryCache
 from services.aggregator.revocation import TokenVersions
 from services.aggregator.routes import health, quality, seed, token, v1
+from services.aggregator.routes.openapi import keep_exact_reading_body
 from services.aggregator.security import authorize, document_security
 from services.aggregator.state import STATE_KEY, AppState
 from services.aggregator.tokens import KeyRing, TokenPolicy
@@ -142,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(token.router)
     document_security(app)
+    keep_exact_reading_body(app)
     _add_error_handlers(app, settings)
 
     # Outermost last: security headers wrap everything, metrics see every answer.
