@@ -25,6 +25,7 @@ from services.aggregator.metrics import ApiMetrics, MetricsMiddleware
 from services.aggregator.registry_cache import RegistryCache
 from services.aggregator.revocation import TokenVersions
 from services.aggregator.routes import health, quality, seed, token, v1
+from services.aggregator.routes.docs import add_docs
 from services.aggregator.routes.openapi import keep_exact_reading_body
 from services.aggregator.security import authorize, document_security
 from services.aggregator.state import STATE_KEY, AppState
@@ -133,6 +134,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=OPENAPI_TAGS,
         lifespan=lifespan,
+        # Swagger UI from a package instead of a CDN (routes/docs.py); no ReDoc: it has no
+        # packaged assets, and a docs page that is blank offline is worse than none.
+        docs_url=None,
+        redoc_url=None,
         # Before any route: a token, with the route's scope, unless the route is public
         # (services/aggregator/security.py). Routers added below are covered by it.
         dependencies=[Depends(authorize)],
@@ -144,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(token.router)
     document_security(app)
     keep_exact_reading_body(app)
+    add_docs(app)
     _add_error_handlers(app, settings)
 
     # Outermost last: security headers wrap everything, metrics see every answer.

@@ -48,9 +48,10 @@ from windpark.settings import ApiAuthSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 JSON = {"content-type": "application/json"}
-# Not API routes: FastAPI's docs. Public by design, and listed here so that a new public
-# path of any kind fails test_only_health_token_and_docs_are_public.
-DOCS_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+# Not API routes: the OpenAPI document, Swagger UI and its assets (routes/docs.py). Public
+# by design, and listed here so that a new public path of any kind fails
+# test_only_health_token_and_docs_are_public.
+DOCS_PATHS = {"/openapi.json", "/docs", "/docs/assets"}
 
 
 @contextlib.asynccontextmanager
