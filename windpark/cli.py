@@ -2,7 +2,8 @@
 
 This is the composition root of the project: it is the only module that imports
 the services, and it imports each one lazily, when its subcommand runs. The same
-subcommands are used by ``make run``, the compose file and the tests.
+subcommands are used by ``make run``, the compose file and the tests. What users read
+in ``windpark --help`` is ``DESCRIPTION``, not this docstring.
 """
 
 from __future__ import annotations
@@ -14,6 +15,16 @@ import sys
 from collections.abc import Callable, Sequence
 
 log = logging.getLogger("windpark")
+
+DESCRIPTION = (
+    "windpark: wind-farm telemetry. Set up the database and the broker, run the simulated "
+    "turbines, the concentrator and the HTTP API, and manage turbines, history and the "
+    "API's users and clients."
+)
+EPILOG = (
+    "Settings are WINDPARK_* environment variables (README.md, Configuration). "
+    "`windpark COMMAND --help` describes each command."
+)
 
 
 def _setup(args: argparse.Namespace) -> int:
@@ -193,7 +204,7 @@ def _add_credentials_commands(sub: argparse._SubParsersAction[argparse.ArgumentP
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="windpark", description=__doc__)
+    parser = argparse.ArgumentParser(prog="windpark", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -252,10 +263,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "backfill", _backfill, "write N days of simulated history straight into the database"
     )
-    p.add_argument("--days", type=float, required=True)
+    p.description = (
+        "Write N days of simulated history of the registered turbines straight into the"
+        " database, then rebuild the rollups of that range. The history ends where the"
+        " stored readings begin: at the oldest stored reading of those turbines, or now when"
+        " there is none. So it never overlaps what is stored, and running it again extends"
+        " the history further back."
+    )
+    p.add_argument("--days", type=float, required=True, help="length of the history")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between readings")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--end", default=None, help="RFC 3339 end time (default: now)")
+    p.add_argument(
+        "--end",
+        default=None,
+        help="RFC 3339 end time with an offset (default: the oldest stored reading, or now"
+        " when there is none); refused when readings are stored in the range it gives",
+    )
     p = command("retention", _retention, "drop raw readings older than the retention period")
     p.add_argument("--days", type=int, default=None, help="default WINDPARK_RETENTION_DAYS (90)")
     _add_credentials_commands(sub)
@@ -268,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # alembic logs at INFO as soon as it is imported (its plugins): quiet unless -v, and
+    # windpark.migrate lets the migrations themselves speak while they run.
+    logging.getLogger("alembic").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         code: int = args.handler(args)
     except KeyboardInterrupt:

@@ -10,13 +10,10 @@ import contextlib
 import json
 import re
 import secrets
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -41,12 +38,12 @@ from tests.conftest import (
 from tests.e2e.conftest import free_port
 from tests.factories import make_payload
 from tests.integration.test_api_reads import with_lifespan_state
+from tests.integration.test_cli import run_windpark
 from windpark import contract, credentials
 from windpark.bootstrap import SetupSettings
 from windpark.credentials import Scope
 from windpark.settings import ApiAuthSettings
 
-ROOT = Path(__file__).resolve().parents[2]
 JSON = {"content-type": "application/json"}
 # Not API routes: the OpenAPI document, Swagger UI and its assets (routes/docs.py). Public
 # by design, and listed here so that a new public path of any kind fails
@@ -678,15 +675,7 @@ async def test_under_uvicorn_x_forwarded_for_from_an_untrusted_peer_changes_noth
 
 
 def windpark_cli(*args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "windpark", *args],
-        cwd=ROOT,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_windpark(*args, stdin=stdin)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
