@@ -8,12 +8,14 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import asyncpg
 import httpx
 import pytest
 
 from services.aggregator.config import Settings
+from services.aggregator.revocation import TokenVersions
 from tests.conftest import create_api_client, request_token
 from tests.integration.test_api_auth import (
     _add_user,
@@ -23,6 +25,7 @@ from tests.integration.test_api_auth import (
     unique_address,
     windpark_cli,
 )
+from windpark import credentials
 from windpark.bootstrap import SetupSettings
 from windpark.credentials import Scope
 
@@ -109,3 +112,37 @@ async def test_a_new_password_gives_tokens_that_work(
             "SELECT token_version FROM api_users WHERE username = $1", name
         )
     assert version == 2
+
+
+async def test_the_cache_answers_for_max_age_then_reads_again(db_pool: asyncpg.Pool) -> None:
+    """The bound itself: what was read is trusted for max_age_s and no longer; requests
+    that arrive together for an unknown subject share one read."""
+    name, _ = await _add_user(db_pool, Scope.TELEMETRY_READ)
+    subject = credentials.subject_of("user", name)
+    now = [100.0]
+    acquired = 0
+
+    class CountingPool:
+        def acquire(self) -> Any:
+            nonlocal acquired
+            acquired += 1
+            return db_pool.acquire()
+
+    versions = TokenVersions(
+        cast(asyncpg.Pool, CountingPool()), max_age_s=2.0, clock=lambda: now[0]
+    )
+    answers = await asyncio.gather(*(versions.is_current(subject, 1) for _ in range(50)))
+    assert all(answers)
+    assert acquired == 1
+    async with db_pool.acquire() as conn:
+        await credentials.set_user_disabled(conn, name, True)
+    now[0] += 1.9  # within the age: the cached answer
+    assert await versions.is_current(subject, 1)
+    assert acquired == 1
+    now[0] += 0.2  # past it: read again, and refused
+    assert not await versions.is_current(subject, 1)
+    async with db_pool.acquire() as conn:
+        await credentials.set_user_disabled(conn, name, False)  # enabled again: version 3
+    now[0] += 2.1
+    assert not await versions.is_current(subject, 1)
+    assert await versions.is_current(subject, 3)
