@@ -50,10 +50,6 @@ class TokenVersions:
             return known[0] == version
         return await self._read(subject) == version
 
-    def forget(self, subject: str) -> None:
-        """Drop what is known of ``subject``: its next request reads the database."""
-        self._known.pop(subject, None)
-
     async def _read(self, subject: str) -> int | None:
         # One query per subject at a time, in a task of its own: the requests that wait
         # for it share its answer, and a request that is cancelled does not cancel it.
@@ -70,6 +66,7 @@ class TokenVersions:
         async with self._pool.acquire() as conn:
             version = await credentials.live_token_version(conn, subject)
         if len(self._known) >= self._max_subjects:
+            # Crude but bounded: everyone is read again once, nobody is trusted longer.
             self._known.clear()
         self._known[subject] = (version, read_at)
         return version
