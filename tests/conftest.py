@@ -181,10 +181,15 @@ async def authenticate(
 
 
 def sign_token(
-    subject: str, *scopes: Scope, turbine_id: str | None = None, now: datetime | None = None
+    subject: str,
+    *scopes: Scope,
+    version: int,
+    turbine_id: str | None = None,
+    now: datetime | None = None,
 ) -> str:
     """A token signed with the key the API under test uses (WINDPARK_API__*, or the key file
-    `windpark setup` made), as POST /v1/token would issue it."""
+    `windpark setup` made), as POST /v1/token would issue it to an account whose token
+    version is ``version``."""
     api = ApiSettings().api
     return tokens.issue(
         tokens.KeyRing.from_settings(api),
@@ -192,6 +197,7 @@ def sign_token(
         subject=subject,
         scopes=scopes,
         now=now or datetime.now(UTC),
+        version=version,
         turbine_id=turbine_id,
     )
 
@@ -202,7 +208,11 @@ def api_token(db_pool: asyncpg.Pool) -> Callable[..., Awaitable[str]]:
 
     async def mint(*scopes: Scope, turbine_id: str | None = None) -> str:
         client = await create_api_client(db_pool, *scopes, turbine_id=turbine_id)
-        return sign_token(f"client:{client.client_id}", *scopes, turbine_id=turbine_id)
+        subject = credentials.subject_of("client", client.client_id)
+        async with db_pool.acquire() as conn:
+            version = await credentials.live_token_version(conn, subject)
+        assert version is not None
+        return sign_token(subject, *scopes, version=version, turbine_id=turbine_id)
 
     return mint
 

@@ -1,8 +1,10 @@
 """``windpark backfill --days N``: simulated history for the registered park, via COPY.
 
 The history ends where the stored data begins (the oldest reading of those
-turbines, or now when there is none), so it never collides with live readings; then
-the rollups of that range are rebuilt from the raw rows.
+turbines, or now when there is none), so it never collides with live readings, and a
+second backfill extends the history further back; then the rollups of that range are
+rebuilt from the raw rows. An explicit ``--end`` whose range holds stored readings is
+refused before anything is written (COPY would abort on the first of them).
 """
 
 from __future__ import annotations
@@ -46,6 +48,22 @@ class ProgressBar:
         sys.stderr.flush()
 
 
+async def _stored_range(
+    conn: asyncpg.Connection, turbine_ids: list[str], start: datetime, end: datetime
+) -> tuple[datetime, datetime] | None:
+    """The first and last stored reading of these turbines in [start, end), if any."""
+    row = await conn.fetchrow(
+        "SELECT min(ts) AS first, max(ts) AS last FROM readings"
+        " WHERE turbine_id = ANY($1::text[]) AND ts >= $2 AND ts < $3",
+        turbine_ids,
+        start,
+        end,
+    )
+    if row is None or row["first"] is None:
+        return None
+    return row["first"], row["last"]
+
+
 async def run_backfill(*, days: float, interval_s: float, seed: int | None, end: str | None) -> int:
     settings = BackfillSettings()
     conn = await asyncpg.connect(settings.db.dsn())
@@ -55,18 +73,42 @@ async def run_backfill(*, days: float, interval_s: float, seed: int | None, end:
             print("windpark: no turbines registered; run `windpark setup` first", file=sys.stderr)
             return 1
         if end is not None:
-            until = datetime.fromisoformat(end)
+            try:
+                until = datetime.fromisoformat(end)
+            except ValueError:
+                print(f"windpark: --end {end!r} is not an RFC 3339 time", file=sys.stderr)
+                return 2
             if until.tzinfo is None:
                 print("windpark: --end needs a UTC offset", file=sys.stderr)
                 return 2
+            print(f"the history ends at --end {until.isoformat()}", file=sys.stderr)
         else:
             oldest = await conn.fetchval(
                 "SELECT min(ts) FROM readings WHERE turbine_id = ANY($1::text[])", list(park)
             )
-            until = oldest or datetime.now(UTC)
+            if oldest is None:
+                until = datetime.now(UTC)
+                print("no readings stored yet: the history ends now", file=sys.stderr)
+            else:
+                until = oldest
+                print(
+                    f"readings are stored from {oldest.isoformat()}: the history ends just"
+                    " before them (each backfill extends it further back)",
+                    file=sys.stderr,
+                )
         # Whole intervals, so the history lines up with the live readings' grid.
         until = datetime.fromtimestamp((until.timestamp() // interval_s) * interval_s, tz=UTC)
         start = until - timedelta(days=days)
+        stored = await _stored_range(conn, list(park), start, until)
+        if stored is not None:
+            print(
+                f"windpark: readings are stored between {stored[0].isoformat()} and"
+                f" {stored[1].isoformat()}, inside the range asked for; omit --end (the"
+                " history then ends before the oldest stored reading) or choose an"
+                " earlier one",
+                file=sys.stderr,
+            )
+            return 2
         simulator = ParkSimulator(
             [SimTurbine(turbine_id=t.turbine_id, model=t.model) for t in park.values()],
             Site(mean_wind_ms=settings.site_mean_wind_ms),

@@ -2,7 +2,8 @@
 
 This is the composition root of the project: it is the only module that imports
 the services, and it imports each one lazily, when its subcommand runs. The same
-subcommands are used by ``make run``, the compose file and the tests.
+subcommands are used by ``make run``, the compose file and the tests. What users read
+in ``windpark --help`` is ``DESCRIPTION``, not this docstring.
 """
 
 from __future__ import annotations
@@ -14,6 +15,16 @@ import sys
 from collections.abc import Callable, Sequence
 
 log = logging.getLogger("windpark")
+
+DESCRIPTION = (
+    "windpark: wind-farm telemetry. Set up the database and the broker, run the simulated "
+    "turbines, the concentrator and the HTTP API, and manage turbines, history and the "
+    "API's users and clients."
+)
+EPILOG = (
+    "Settings are WINDPARK_* environment variables (README.md, Configuration). "
+    "`windpark COMMAND --help` describes each command."
+)
 
 
 def _setup(args: argparse.Namespace) -> int:
@@ -109,6 +120,8 @@ def _users(args: argparse.Namespace) -> int:
         return asyncio.run(cli.add_user(args.name, args.scope, password_stdin=args.password_stdin))
     if action == "password":
         return asyncio.run(cli.set_user_password(args.name, password_stdin=args.password_stdin))
+    if action == "scopes":
+        return asyncio.run(cli.set_user_scopes(args.name, args.scope))
     if action == "list":
         return asyncio.run(cli.list_users())
     if action in ("disable", "enable"):
@@ -124,6 +137,8 @@ def _clients(args: argparse.Namespace) -> int:
         return asyncio.run(cli.add_client(args.client_id, args.scope, turbine_id=args.turbine))
     if action == "secret":
         return asyncio.run(cli.new_client_secret(args.client_id))
+    if action == "scopes":
+        return asyncio.run(cli.set_client_scopes(args.client_id, args.scope))
     if action == "list":
         return asyncio.run(cli.list_clients())
     if action in ("disable", "enable"):
@@ -145,14 +160,20 @@ def _add_credentials_commands(sub: argparse._SubParsersAction[argparse.ArgumentP
     p.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
-    p = usub.add_parser("password", help="set a new password (generated unless --password-stdin)")
+    p = usub.add_parser(
+        "password",
+        help="set a new password (generated unless --password-stdin); revokes the user's tokens",
+    )
     p.add_argument("name")
     p.add_argument("--password-stdin", action="store_true")
+    p = usub.add_parser("scopes", help="replace a user's scopes; revokes its tokens")
+    p.add_argument("name")
+    p.add_argument("--scope", action="append", required=True, help=scope_help)
     usub.add_parser("list", help="list users: name, state, scopes")
     for action, help_ in (
-        ("disable", "refuse new tokens to a user (issued ones expire within their lifetime)"),
-        ("enable", "allow a disabled user again"),
-        ("delete", "remove a user"),
+        ("disable", "refuse tokens to a user, those already issued included"),
+        ("enable", "allow a disabled user again (it logs in anew)"),
+        ("delete", "remove a user; revokes its tokens"),
     ):
         usub.add_parser(action, help=help_).add_argument("name")
 
@@ -167,18 +188,23 @@ def _add_credentials_commands(sub: argparse._SubParsersAction[argparse.ArgumentP
     p.add_argument(
         "--turbine", default=None, help="bind readings:write to this turbine's readings only"
     )
-    csub.add_parser("secret", help="issue a new secret (shown once)").add_argument("client_id")
+    csub.add_parser(
+        "secret", help="issue a new secret (shown once); revokes the client's tokens"
+    ).add_argument("client_id")
+    p = csub.add_parser("scopes", help="replace a client's scopes; revokes its tokens")
+    p.add_argument("client_id")
+    p.add_argument("--scope", action="append", required=True, help=scope_help)
     csub.add_parser("list", help="list clients: id, state, scopes, bound turbine")
     for action, help_ in (
-        ("disable", "refuse new tokens to a client (issued ones expire within their lifetime)"),
-        ("enable", "allow a disabled client again"),
-        ("delete", "remove a client"),
+        ("disable", "refuse tokens to a client, those already issued included"),
+        ("enable", "allow a disabled client again (it logs in anew)"),
+        ("delete", "remove a client; revokes its tokens"),
     ):
         csub.add_parser(action, help=help_).add_argument("client_id")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="windpark", description=__doc__)
+    parser = argparse.ArgumentParser(prog="windpark", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -237,10 +263,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "backfill", _backfill, "write N days of simulated history straight into the database"
     )
-    p.add_argument("--days", type=float, required=True)
+    p.description = (
+        "Write N days of simulated history of the registered turbines straight into the"
+        " database, then rebuild the rollups of that range. The history ends where the"
+        " stored readings begin: at the oldest stored reading of those turbines, or now when"
+        " there is none. So it never overlaps what is stored, and running it again extends"
+        " the history further back."
+    )
+    p.add_argument("--days", type=float, required=True, help="length of the history")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between readings")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--end", default=None, help="RFC 3339 end time (default: now)")
+    p.add_argument(
+        "--end",
+        default=None,
+        help="RFC 3339 end time with an offset (default: the oldest stored reading, or now"
+        " when there is none); refused when readings are stored in the range it gives",
+    )
     p = command("retention", _retention, "drop raw readings older than the retention period")
     p.add_argument("--days", type=int, default=None, help="default WINDPARK_RETENTION_DAYS (90)")
     _add_credentials_commands(sub)
@@ -253,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # alembic logs at INFO as soon as it is imported (its plugins): quiet unless -v, and
+    # windpark.migrate lets the migrations themselves speak while they run.
+    logging.getLogger("alembic").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         code: int = args.handler(args)
     except KeyboardInterrupt:

@@ -95,6 +95,17 @@ def _to_utc(value: datetime) -> datetime:
         raise ValueError("timestamp out of range") from exc
 
 
+def _wire_schema(schema: dict[str, Any]) -> None:
+    """The JSON schema says what the decoder (windpark.validation.decoding) does.
+
+    ``v`` has a default so that code building a Reading need not repeat it, but on the
+    wire it is required: a message without it is refused. Without this, the schema
+    would offer ``v`` as optional with a default of 1.
+    """
+    schema["properties"]["v"].pop("default", None)
+    schema["required"] = ["v", *schema["required"]]
+
+
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 OptionalFiniteFloat = Annotated[float | None, Field(default=None, allow_inf_nan=False)]
 
@@ -102,7 +113,9 @@ OptionalFiniteFloat = Annotated[float | None, Field(default=None, allow_inf_nan=
 class Reading(BaseModel):
     """One reading of one turbine, as it travels on the wire (schema version 1)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, json_schema_extra=_wire_schema
+    )
 
     v: Literal[1] = SCHEMA_VERSION
     turbine_id: Annotated[str, Field(pattern=TURBINE_ID_RE.pattern)]

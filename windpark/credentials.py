@@ -6,6 +6,13 @@ parameters is replaced at the next successful login (``verify``). Hashing is CPU
 of ~30 ms: async callers run it in a thread.
 
 The SQL here is shared by ``windpark users|clients`` and the API's token endpoint.
+
+Revocation: each account has a ``token_version`` (migration 0008) that every token
+carries as its ``ver`` claim. A change that should end the sessions already open (a new
+password or secret, other scopes, disabling) bumps it, and so does deletion (the row is
+gone), so the API refuses the old tokens at its next version check
+(``services/aggregator/revocation.py``). Upgrading a hash at login keeps the version:
+the secret is the same.
 """
 
 from __future__ import annotations
@@ -117,6 +124,8 @@ class Account:
     created_at: datetime
     # Clients only: the turbine whose readings this client may send.
     turbine_id: str | None = None
+    # Tokens carry it (claim `ver`); a token with another version is refused.
+    token_version: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +140,15 @@ class _Table:
     @property
     def columns(self) -> str:
         return ", ".join(
-            (self.key, self.hash_column, "scopes", "disabled", "created_at", *self.extra)
+            (
+                self.key,
+                self.hash_column,
+                "scopes",
+                "disabled",
+                "created_at",
+                "token_version",
+                *self.extra,
+            )
         )
 
 
@@ -149,6 +166,7 @@ def _account(row: asyncpg.Record, table: _Table) -> Account:
         disabled=row["disabled"],
         created_at=row["created_at"],
         turbine_id=row["turbine_id"] if "turbine_id" in table.extra else None,
+        token_version=row["token_version"],
     )
 
 
@@ -164,10 +182,14 @@ async def _list(conn: Connection, table: _Table) -> list[Account]:
     return [_account(r, table) for r in rows]
 
 
-async def _set(conn: Connection, table: _Table, name: str, column: str, value: object) -> bool:
-    """Set one column of one account; False when there is no such account."""
+async def _set(
+    conn: Connection, table: _Table, name: str, column: str, value: object, *, revoke: bool = True
+) -> bool:
+    """Set one column of one account; False when there is no such account. ``revoke``
+    bumps its token version, so the tokens issued before stop working."""
+    bump = ", token_version = token_version + 1" if revoke else ""
     status = await conn.execute(
-        f"UPDATE {table.name} SET {column} = $2 WHERE {table.key} = $1", name, value
+        f"UPDATE {table.name} SET {column} = $2{bump} WHERE {table.key} = $1", name, value
     )
     return status == "UPDATE 1"
 
@@ -204,6 +226,15 @@ async def list_users(conn: Connection) -> list[Account]:
 
 async def set_user_password(conn: Connection, username: str, password_hash: str) -> bool:
     return await _set(conn, _USERS, username, _USERS.hash_column, password_hash)
+
+
+async def rehash_user_password(conn: Connection, username: str, password_hash: str) -> bool:
+    """The same password under stronger hash parameters: its tokens stay valid."""
+    return await _set(conn, _USERS, username, _USERS.hash_column, password_hash, revoke=False)
+
+
+async def set_user_scopes(conn: Connection, username: str, scopes: Iterable[Scope]) -> bool:
+    return await _set(conn, _USERS, username, "scopes", [s.value for s in scopes])
 
 
 async def set_user_disabled(conn: Connection, username: str, disabled: bool) -> bool:
@@ -253,9 +284,44 @@ async def set_client_secret(conn: Connection, client_id: str, secret_hash: str) 
     return await _set(conn, _CLIENTS, client_id, _CLIENTS.hash_column, secret_hash)
 
 
+async def rehash_client_secret(conn: Connection, client_id: str, secret_hash: str) -> bool:
+    return await _set(conn, _CLIENTS, client_id, _CLIENTS.hash_column, secret_hash, revoke=False)
+
+
+async def set_client_scopes(conn: Connection, client_id: str, scopes: Iterable[Scope]) -> bool:
+    """The database refuses to drop readings:write from a client bound to a turbine."""
+    return await _set(conn, _CLIENTS, client_id, "scopes", [s.value for s in scopes])
+
+
 async def set_client_disabled(conn: Connection, client_id: str, disabled: bool) -> bool:
     return await _set(conn, _CLIENTS, client_id, "disabled", disabled)
 
 
 async def delete_client(conn: Connection, client_id: str) -> bool:
     return await _delete(conn, _CLIENTS, client_id)
+
+
+# Token versions ------------------------------------------------------------------------------
+
+_SUBJECT_TABLES: Final = {"user": _USERS, "client": _CLIENTS}
+
+
+def subject_of(kind: str, name: str) -> str:
+    """A token's ``sub``: ``user:<name>`` or ``client:<id>``."""
+    return f"{kind}:{name}"
+
+
+async def live_token_version(conn: Connection, subject: str) -> int | None:
+    """The token version a token of ``subject`` must carry to be accepted; None when no
+    token of it may be (the account is gone or disabled, or the subject is not one)."""
+    kind, _, name = subject.partition(":")
+    table = _SUBJECT_TABLES.get(kind)
+    if table is None or not name:
+        return None
+    row = await conn.fetchrow(
+        f"SELECT token_version, disabled FROM {table.name} WHERE {table.key} = $1", name
+    )
+    if row is None or row["disabled"]:
+        return None
+    version: int = row["token_version"]
+    return version

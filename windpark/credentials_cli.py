@@ -1,8 +1,9 @@
 """``windpark users …`` and ``windpark clients …``: who may ask the API for tokens.
 
 Passwords and secrets are shown once, when they are made, and stored only as Argon2id
-hashes. Changes apply to the next token: a token already issued stays valid until it
-expires (15 minutes by default).
+hashes. Deleting or disabling an account, or giving it a new password, secret or scopes,
+revokes the tokens it holds: the API refuses them within
+``WINDPARK_API__TOKEN_VERSION_MAX_AGE_S`` (2 s by default; migration 0008).
 """
 
 from __future__ import annotations
@@ -49,11 +50,40 @@ def _fail(message: str) -> int:
     return 2
 
 
+# Said after every change that revokes the account's tokens.
+_REVOKED = "its tokens issued before are revoked"
+
+
 def _show(account: Account) -> str:
     state = "disabled" if account.disabled else "enabled"
     scopes = " ".join(s.value for s in account.scopes) or "-"
     turbine = f"\tturbine={account.turbine_id}" if account.turbine_id else ""
     return f"{account.name}\t{state}\t{scopes}{turbine}\t{account.created_at:%Y-%m-%d %H:%M:%S%z}"
+
+
+async def _set_scopes(
+    kind: str,
+    name: str,
+    scopes: Sequence[str],
+    store: Callable[[Connection, str, Iterable[Scope]], Awaitable[bool]],
+) -> int:
+    try:
+        parsed = scopes_from_args(scopes)
+    except CredentialsError as exc:
+        return _fail(str(exc))
+
+    async def work(conn: Connection) -> int:
+        try:
+            changed = await store(conn, name, parsed)
+        except asyncpg.CheckViolationError:
+            return _fail(f"{kind} {name!r} is bound to a turbine: keep readings:write")
+        if not changed:
+            return _fail(f"no {kind} {name!r}")
+        shown = " ".join(s.value for s in parsed) or "-"
+        print(f"{kind} {name}: scopes now {shown}; {_REVOKED}")
+        return 0
+
+    return await _with_connection(work)
 
 
 # Users ---------------------------------------------------------------------------------------
@@ -89,12 +119,16 @@ async def set_user_password(name: str, *, password_stdin: bool) -> int:
     async def work(conn: Connection) -> int:
         if not await credentials.set_user_password(conn, name, hashed):
             return _fail(f"no user {name!r}")
-        print(f"user {name}: password changed")
+        print(f"user {name}: password changed; {_REVOKED}")
         if not password_stdin:
             print(f"password (shown this once): {password}")
         return 0
 
     return await _with_connection(work)
+
+
+async def set_user_scopes(name: str, scopes: Sequence[str]) -> int:
+    return await _set_scopes("user", name, scopes, credentials.set_user_scopes)
 
 
 async def list_users() -> int:
@@ -110,7 +144,7 @@ async def set_user_disabled(name: str, disabled: bool) -> int:
     async def work(conn: Connection) -> int:
         if not await credentials.set_user_disabled(conn, name, disabled):
             return _fail(f"no user {name!r}")
-        print(f"user {name} {'disabled' if disabled else 'enabled'}")
+        print(f"user {name} {'disabled; ' + _REVOKED if disabled else 'enabled'}")
         return 0
 
     return await _with_connection(work)
@@ -120,7 +154,7 @@ async def delete_user(name: str) -> int:
     async def work(conn: Connection) -> int:
         if not await credentials.delete_user(conn, name):
             return _fail(f"no user {name!r}")
-        print(f"user {name} deleted")
+        print(f"user {name} deleted; {_REVOKED}")
         return 0
 
     return await _with_connection(work)
@@ -164,10 +198,14 @@ async def new_client_secret(client_id: str) -> int:
     async def work(conn: Connection) -> int:
         if not await credentials.set_client_secret(conn, client_id, hashed):
             return _fail(f"no client {client_id!r}")
-        print(f"client {client_id}: new client_secret (shown this once): {secret}")
+        print(f"client {client_id}: {_REVOKED}; new client_secret (shown this once): {secret}")
         return 0
 
     return await _with_connection(work)
+
+
+async def set_client_scopes(client_id: str, scopes: Sequence[str]) -> int:
+    return await _set_scopes("client", client_id, scopes, credentials.set_client_scopes)
 
 
 async def list_clients() -> int:
@@ -183,7 +221,7 @@ async def set_client_disabled(client_id: str, disabled: bool) -> int:
     async def work(conn: Connection) -> int:
         if not await credentials.set_client_disabled(conn, client_id, disabled):
             return _fail(f"no client {client_id!r}")
-        print(f"client {client_id} {'disabled' if disabled else 'enabled'}")
+        print(f"client {client_id} {'disabled; ' + _REVOKED if disabled else 'enabled'}")
         return 0
 
     return await _with_connection(work)
@@ -193,7 +231,7 @@ async def delete_client(client_id: str) -> int:
     async def work(conn: Connection) -> int:
         if not await credentials.delete_client(conn, client_id):
             return _fail(f"no client {client_id!r}")
-        print(f"client {client_id} deleted")
+        print(f"client {client_id} deleted; {_REVOKED}")
         return 0
 
     return await _with_connection(work)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from types import FrameType
 
 from windpark.bootstrap import SetupSettings
@@ -53,6 +54,18 @@ def _wait_http(url: str, timeout_s: float) -> bool:
         except OSError:
             time.sleep(0.2)
     return False
+
+
+def cli_help() -> str:
+    """How to reach the `windpark` command: `make run` installs it in the virtualenv,
+    which is not on the PATH. README.md ("The `windpark` command") says the same."""
+    bin_dir = Path(sys.executable).parent
+    if bin_dir.is_relative_to(Path.cwd()):  # else a venv elsewhere: its absolute path
+        bin_dir = bin_dir.relative_to(Path.cwd())
+    return (
+        f"  CLI          . {bin_dir}/activate   (then: windpark --help;"
+        f" or without it: {bin_dir}/windpark --help)\n"
+    )
 
 
 def _token_help(base: str) -> str:
@@ -106,6 +119,7 @@ def run_all(*, generators: int, host: str, port: int) -> int:
             f"  latest       {base}/datos-generadores/\n"
             f"  aggregates   {base}/agregados/\n"
             f"  psql         psql -h 127.0.0.1 -U windpark windpark\n"
+            f"{cli_help()}"
             f"{_token_help(base)}"
             "Ctrl-C stops everything.\n",
             flush=True,

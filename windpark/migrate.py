@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -26,9 +29,24 @@ def alembic_config(db: DatabaseSettings) -> Config:
     return config
 
 
+@contextmanager
+def _migration_log() -> Iterator[None]:
+    """The migrations' own lines ("Running upgrade 0007 -> 0008") while they run; the
+    `windpark` command keeps the rest of alembic at WARNING."""
+    logger = logging.getLogger("alembic.runtime.migration")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def upgrade(db: DatabaseSettings, revision: str = "head") -> None:
-    command.upgrade(alembic_config(db), revision)
+    with _migration_log():
+        command.upgrade(alembic_config(db), revision)
 
 
 def downgrade(db: DatabaseSettings, revision: str) -> None:
-    command.downgrade(alembic_config(db), revision)
+    with _migration_log():
+        command.downgrade(alembic_config(db), revision)

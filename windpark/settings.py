@@ -218,9 +218,14 @@ class ApiAuthSettings(BaseModel):
     token_ttl_s: Annotated[int, Field(ge=60, le=3600)] = 900
     # Clock difference tolerated between this API and whoever checks exp and iat.
     leeway_s: Annotated[int, Field(ge=0, le=300)] = 30
-    # Failed logins per user name and per client address within the window, before 429.
+    # Failed logins within the window, before 429: per user name or client id (from any
+    # address), and per client address (over every name): services/aggregator/login_limits.
     login_max_failures: Annotated[int, Field(ge=1)] = 10
+    login_max_failures_per_address: Annotated[int, Field(ge=1)] = 100
     login_window_s: Annotated[int, Field(ge=1)] = 60
+    # How long the API trusts what it read of an account's token version: the longest a
+    # deleted, disabled or changed account's token can still pass (revocation.py).
+    token_version_max_age_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     # Argon2id takes 19 MiB and ~30 ms per check: bound how many run at once.
     max_concurrent_hashes: Annotated[int, Field(ge=1)] = 4
     # Local and test only: where `windpark setup` writes the admin user's password.

@@ -20,10 +20,13 @@ from services.aggregator.body_limit import BodyLimitMiddleware
 from services.aggregator.broker import BrokerLink
 from services.aggregator.config import Settings
 from services.aggregator.login import LoginService
-from services.aggregator.login_limits import FailureLimiter
+from services.aggregator.login_limits import FailureLimiter, LoginLimits
 from services.aggregator.metrics import ApiMetrics, MetricsMiddleware
 from services.aggregator.registry_cache import RegistryCache
+from services.aggregator.revocation import TokenVersions
 from services.aggregator.routes import health, quality, seed, token, v1
+from services.aggregator.routes.docs import add_docs
+from services.aggregator.routes.openapi import keep_exact_reading_body
 from services.aggregator.security import authorize, document_security
 from services.aggregator.state import STATE_KEY, AppState
 from services.aggregator.tokens import KeyRing, TokenPolicy
@@ -71,10 +74,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # A missing, short or placeholder signing key stops the start-up here.
     ring = KeyRing.from_settings(settings.api)
     token_policy = TokenPolicy.from_settings(settings.api)
-    login_limiter = FailureLimiter(
-        max_failures=settings.api.login_max_failures,
-        window_s=settings.api.login_window_s,
-        clock=time.monotonic,
+    login_limits = LoginLimits(
+        accounts=FailureLimiter(
+            max_failures=settings.api.login_max_failures,
+            window_s=settings.api.login_window_s,
+            clock=time.monotonic,
+        ),
+        addresses=FailureLimiter(
+            max_failures=settings.api.login_max_failures_per_address,
+            window_s=settings.api.login_window_s,
+            clock=time.monotonic,
+        ),
     )
 
     @asynccontextmanager
@@ -106,7 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     pool=pool,
                     ring=ring,
                     policy=token_policy,
-                    limiter=login_limiter,
+                    limits=login_limits,
+                    versions=TokenVersions(pool, max_age_s=settings.api.token_version_max_age_s),
                     hashing=asyncio.Semaphore(settings.api.max_concurrent_hashes),
                 ),
             )
@@ -123,6 +134,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=OPENAPI_TAGS,
         lifespan=lifespan,
+        # Swagger UI from a package instead of a CDN (routes/docs.py); no ReDoc: it has no
+        # packaged assets, and a docs page that is blank offline is worse than none.
+        docs_url=None,
+        redoc_url=None,
         # Before any route: a token, with the route's scope, unless the route is public
         # (services/aggregator/security.py). Routers added below are covered by it.
         dependencies=[Depends(authorize)],
@@ -133,6 +148,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(token.router)
     document_security(app)
+    keep_exact_reading_body(app)
+    add_docs(app)
     _add_error_handlers(app, settings)
 
     # Outermost last: security headers wrap everything, metrics see every answer.

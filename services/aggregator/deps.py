@@ -1,4 +1,9 @@
-"""Typed dependencies: how routes reach the lifespan's resources (never module globals)."""
+"""Typed dependencies: how routes reach the lifespan's resources (never module globals).
+
+Each is ``async def`` although none awaits: FastAPI runs a plain ``def`` dependency in
+its thread pool: a thread hand-off on every request (the app-wide ``authorize`` needs
+``get_state``) for what is an attribute look-up.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from services.aggregator.registry_cache import RegistryCache
 from services.aggregator.state import STATE_KEY, AppState
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state = getattr(request.state, STATE_KEY, None)
     if not isinstance(state, AppState):
         raise TypeError("the app was started without its lifespan")
@@ -26,23 +31,23 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings(state: StateDep) -> Settings:
+async def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
-def get_pool(state: StateDep) -> asyncpg.Pool:
+async def get_pool(state: StateDep) -> asyncpg.Pool:
     return state.pool
 
 
-def get_broker(state: StateDep) -> BrokerLink:
+async def get_broker(state: StateDep) -> BrokerLink:
     return state.broker
 
 
-def get_registry(state: StateDep) -> RegistryCache:
+async def get_registry(state: StateDep) -> RegistryCache:
     return state.registry
 
 
-def get_metrics(state: StateDep) -> ApiMetrics:
+async def get_metrics(state: StateDep) -> ApiMetrics:
     return state.metrics
 
 

@@ -21,7 +21,8 @@ from urllib.parse import unquote_plus
 import asyncpg
 
 from services.aggregator import login_limits
-from services.aggregator.login_limits import FailureLimiter
+from services.aggregator.login_limits import LoginLimits
+from services.aggregator.revocation import TokenVersions
 from services.aggregator.tokens import KeyRing, TokenPolicy, issue
 from windpark import credentials
 from windpark.credentials import Account, Scope
@@ -76,7 +77,9 @@ class LoginService:
     pool: asyncpg.Pool
     ring: KeyRing
     policy: TokenPolicy
-    limiter: FailureLimiter
+    limits: LoginLimits
+    # Which tokens are still current (revocation); read on every request by `authorize`.
+    versions: TokenVersions
     # Bounds the Argon2 checks running at once (each takes 19 MiB and a core for ~30 ms).
     hashing: asyncio.Semaphore
 
@@ -103,7 +106,9 @@ class LoginService:
         if not verified or account is None:
             return Refused("invalid_grant", "wrong user name or password, or the user is disabled")
         self._succeeded(keys)
-        return self._issue(account, f"user:{account.name}", request.scope, now)
+        return self._issue(
+            account, credentials.subject_of("user", account.name), request.scope, now
+        )
 
     async def _client_grant(
         self, request: TokenRequest, now: datetime
@@ -121,21 +126,21 @@ class LoginService:
         if not verified or account is None:
             return Refused("invalid_client", "wrong client id or secret, or the client is disabled")
         self._succeeded(keys)
-        return self._issue(account, f"client:{account.name}", request.scope, now)
+        return self._issue(
+            account, credentials.subject_of("client", account.name), request.scope, now
+        )
 
     def _count_attempt(self, keys: tuple[str, str]) -> int | None:
         """Seconds to wait, or None after counting this attempt as a failure in advance:
         parallel guesses all count before any hash is checked, so a burst cannot slip
         more than the limit through while the first ones are being verified."""
-        wait = self.limiter.retry_after_s(keys)
+        wait = self.limits.retry_after_s(*keys)
         if wait is None:
-            self.limiter.record_failure(keys)
+            self.limits.record_failure(*keys)
         return wait
 
     def _succeeded(self, keys: tuple[str, str]) -> None:
-        name_key, address_key = keys
-        self.limiter.forget(name_key)
-        self.limiter.withdraw(address_key)
+        self.limits.succeeded(*keys)
 
     async def _check(self, account: Account | None, secret: str, *, table: str) -> bool:
         # An unknown name costs the same hash check as a wrong password.
@@ -146,12 +151,13 @@ class LoginService:
             log.info("failed login for %s %r", table, account.name if account else "(unknown)")
             return False
         if new_hash is not None:
-            # Stored with older parameters: keep the stronger hash from now on.
+            # Stored with older parameters: keep the stronger hash from now on (the same
+            # secret, so the account's tokens stay valid).
             async with self.pool.acquire() as conn:
                 if table == "user":
-                    await credentials.set_user_password(conn, account.name, new_hash)
+                    await credentials.rehash_user_password(conn, account.name, new_hash)
                 else:
-                    await credentials.set_client_secret(conn, account.name, new_hash)
+                    await credentials.rehash_client_secret(conn, account.name, new_hash)
         return True
 
     def _issue(
@@ -172,6 +178,7 @@ class LoginService:
             subject=subject,
             scopes=granted,
             now=now,
+            version=account.token_version,
             turbine_id=account.turbine_id,
         )
         return Issued(token, int(self.policy.ttl.total_seconds()), granted)

@@ -1,4 +1,12 @@
-"""Failed logins counted per user name and per client address, in a sliding window.
+"""Failed logins counted per account and per client address, separately, in a sliding window.
+
+Two counters with two limits (OWASP's authentication cheat sheet): per account (user
+name or client id, from any address) a small one, which stops guessing one account's
+password; per address a larger one, which stops one address from spraying guesses over
+many accounts. An address that guesses one name is stopped by that name's limit long
+before it reaches its own: the other users behind the same address (a NAT, an office)
+keep logging in with their right passwords. A refused attempt is not counted, so
+hammering a blocked account does not push its address towards the address limit.
 
 In memory, per process: with N API processes (uvicorn workers, replicas) an attacker
 gets N times the allowance. Enough for one process behind a single-node deployment;
@@ -90,6 +98,35 @@ class FailureLimiter:
             self._recent(key, now)
         while len(self._failures) >= self._max_keys:
             del self._failures[next(iter(self._failures))]
+
+
+class LoginLimits:
+    """The per-account and the per-address counter, each with its own limit."""
+
+    def __init__(self, *, accounts: FailureLimiter, addresses: FailureLimiter) -> None:
+        self.accounts = accounts
+        self.addresses = addresses
+
+    def retry_after_s(self, account: str, address: str) -> int | None:
+        waits = [
+            wait
+            for wait in (
+                self.accounts.retry_after_s([account]),
+                self.addresses.retry_after_s([address]),
+            )
+            if wait is not None
+        ]
+        return max(waits) if waits else None
+
+    def record_failure(self, account: str, address: str) -> None:
+        self.accounts.record_failure([account])
+        self.addresses.record_failure([address])
+
+    def succeeded(self, account: str, address: str) -> None:
+        """A login that was counted as a failure in advance succeeded: the account starts
+        afresh, the address gets back the one failure it was charged."""
+        self.accounts.forget(account)
+        self.addresses.withdraw(address)
 
 
 def user_key(username: str) -> str:

@@ -8,8 +8,9 @@ never reach it); every other route needs a valid bearer token with the route's s
 - ``telemetry:read`` for GET and HEAD, ``admin`` for any other method (a new write
   route is admin-only until it says what it needs).
 
-401 (with ``WWW-Authenticate: Bearer``) when the token is missing or invalid, 403 when
-its scopes are not enough. ``document_security`` writes the same rules into OpenAPI,
+401 (with ``WWW-Authenticate: Bearer``) when the token is missing, invalid or revoked
+(its account deleted, disabled or changed since: ``revocation``), 403 when its scopes
+are not enough. ``document_security`` writes the same rules into OpenAPI,
 so /docs can "Authorize" and tools see which scope each operation needs.
 """
 
@@ -105,6 +106,10 @@ async def authorize(request: Request, state: StateDep) -> Principal | None:
     except InvalidTokenError as exc:
         log.info("refused token on %s: %s", request.url.path, exc)
         raise _unauthorized("invalid or expired token", error="invalid_token") from exc
+    if not await state.auth.versions.is_current(principal.subject, principal.token_version):
+        # Deleted, disabled, or changed (password, secret, scopes) since it was issued.
+        log.info("refused revoked token of %s on %s", principal.subject, request.url.path)
+        raise _unauthorized("invalid or expired token", error="invalid_token")
     scope = required_scope(route, request.method) if isinstance(route, APIRoute) else Scope.ADMIN
     if not principal.allows(scope):
         raise HTTPException(

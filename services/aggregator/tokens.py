@@ -8,6 +8,10 @@ header saying ``none``, ``HS512`` or ``RS256`` fails), keys are raw bytes chosen
 ``kid`` from our own ring (never a key or JWK taken from the token), and ``exp``,
 ``iat``, ``sub``, ``aud`` and ``iss`` are required and checked.
 
+Revocation: ``ver`` (required) is the account's token version when the token was
+issued; ``services/aggregator/revocation.py`` compares it with the account's current one
+on every request, so a deleted, disabled or changed account's tokens stop working.
+
 Rotation: the ring signs with the current key and verifies with it and the previous
 ones; each key's ``kid`` is derived from the key, so it changes with it.
 """
@@ -31,7 +35,7 @@ from windpark.settings import ApiAuthSettings
 log = logging.getLogger("windpark.aggregator.tokens")
 
 ALGORITHM: Final = "HS256"
-REQUIRED_CLAIMS: Final = ("exp", "iat", "sub", "aud", "iss")
+REQUIRED_CLAIMS: Final = ("exp", "iat", "sub", "aud", "iss", "ver")
 
 
 class InvalidTokenError(Exception):
@@ -49,6 +53,8 @@ class Principal:
 
     subject: str  # "user:<name>" or "client:<id>"
     scopes: frozenset[Scope]
+    # The account's token version when the token was issued (windpark.credentials).
+    token_version: int
     # Set for a client bound to one turbine: it may send that turbine's readings only.
     turbine_id: str | None = None
     token_id: str | None = None
@@ -102,6 +108,7 @@ def issue(
     subject: str,
     scopes: Iterable[Scope],
     now: datetime,
+    version: int,
     turbine_id: str | None = None,
 ) -> str:
     kid, key = ring.signing()
@@ -113,6 +120,7 @@ def issue(
         "exp": int((now + policy.ttl).timestamp()),
         "jti": secrets.token_urlsafe(12),
         "scope": " ".join(s.value for s in scopes),
+        "ver": version,
     }
     if turbine_id is not None:
         claims["turbine_id"] = turbine_id
@@ -151,10 +159,14 @@ def _principal(claims: Mapping[str, Any]) -> Principal:
         scopes = frozenset(parse_scopes(scope.split()))
     except ValueError as exc:
         raise InvalidTokenError(str(exc)) from exc
+    version = claims["ver"]
+    if type(version) is not int or version < 1:
+        raise InvalidTokenError("ver must be a positive integer")
     jti = claims.get("jti")
     return Principal(
         subject=subject,
         scopes=scopes,
+        token_version=version,
         turbine_id=turbine_id,
         token_id=jti if isinstance(jti, str) else None,
     )

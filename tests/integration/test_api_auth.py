@@ -10,13 +10,10 @@ import contextlib
 import json
 import re
 import secrets
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -37,21 +34,21 @@ from tests.conftest import (
     create_api_client,
     new_turbine_id,
     request_token,
-    sign_token,
 )
 from tests.e2e.conftest import free_port
 from tests.factories import make_payload
 from tests.integration.test_api_reads import with_lifespan_state
+from tests.integration.test_cli import run_windpark
 from windpark import contract, credentials
 from windpark.bootstrap import SetupSettings
 from windpark.credentials import Scope
 from windpark.settings import ApiAuthSettings
 
-ROOT = Path(__file__).resolve().parents[2]
 JSON = {"content-type": "application/json"}
-# Not API routes: FastAPI's docs. Public by design, and listed here so that a new public
-# path of any kind fails test_only_health_token_and_docs_are_public.
-DOCS_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+# Not API routes: the OpenAPI document, Swagger UI and its assets (routes/docs.py). Public
+# by design, and listed here so that a new public path of any kind fails
+# test_only_health_token_and_docs_are_public.
+DOCS_PATHS = {"/openapi.json", "/docs", "/docs/assets"}
 
 
 @contextlib.asynccontextmanager
@@ -146,16 +143,27 @@ def _b64(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-def _claims(**overrides: Any) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+async def real_admin(db_pool: asyncpg.Pool) -> dict[str, Any]:
+    """``sub`` and ``ver`` of a real admin client: the forgeries below are refused for
+    what is forged, not because nobody has that name (the control test uses the same)."""
+    client = await create_api_client(db_pool, Scope.ADMIN)
+    subject = credentials.subject_of("client", client.client_id)
+    async with db_pool.acquire() as conn:
+        version = await credentials.live_token_version(conn, subject)
+    return {"sub": subject, "ver": version}
+
+
+def _claims(account: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     now = int(time.time())
     api = Settings().api
     claims: dict[str, Any] = {
         "iss": api.issuer,
         "aud": api.audience,
-        "sub": "client:forger",
         "iat": now,
         "exp": now + 600,
         "scope": "admin",
+        **account,
     }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
@@ -180,42 +188,50 @@ FORGERIES = [
     "no_sub",
     "no_aud",
     "no_iss",
+    "no_ver",
+    "other_ver",
+    "unknown_account",
     "unknown_kid",
     "unknown_scope",
     "garbage",
 ]
 
 
-def _forgeries() -> dict[str, str]:
+def _forgeries(account: dict[str, Any]) -> dict[str, str]:
     """Made when a test runs (the key file exists once `prepared` has run setup)."""
     kid = tokens.key_id(Settings().api.signing_key())
     now = int(time.time())
-    unsigned = f"{_b64({'alg': 'none', 'typ': 'JWT', 'kid': kid})}.{_b64(_claims())}."
+    unsigned = f"{_b64({'alg': 'none', 'typ': 'JWT', 'kid': kid})}.{_b64(_claims(account))}."
     return {
         "alg_none": unsigned,
         "alg_none_with_signature": unsigned + "c2lnbmF0dXJl",
-        "wrong_key": _signed(_claims(), key=secrets.token_bytes(48)),
-        "other_alg_same_key": _signed(_claims(), alg="HS512"),
-        "wrong_audience": _signed(_claims(aud="another-api")),
-        "wrong_issuer": _signed(_claims(iss="someone-else")),
-        "expired_beyond_leeway": _signed(_claims(iat=now - 900, exp=now - 60)),
-        "issued_in_the_future": _signed(_claims(iat=now + 120, exp=now + 900)),
-        "no_exp": _signed(_claims(exp=None)),
-        "no_iat": _signed(_claims(iat=None)),
-        "no_sub": _signed(_claims(sub=None)),
-        "no_aud": _signed(_claims(aud=None)),
-        "no_iss": _signed(_claims(iss=None)),
+        "wrong_key": _signed(_claims(account), key=secrets.token_bytes(48)),
+        "other_alg_same_key": _signed(_claims(account), alg="HS512"),
+        "wrong_audience": _signed(_claims(account, aud="another-api")),
+        "wrong_issuer": _signed(_claims(account, iss="someone-else")),
+        "expired_beyond_leeway": _signed(_claims(account, iat=now - 900, exp=now - 60)),
+        "issued_in_the_future": _signed(_claims(account, iat=now + 120, exp=now + 900)),
+        "no_exp": _signed(_claims(account, exp=None)),
+        "no_iat": _signed(_claims(account, iat=None)),
+        "no_sub": _signed(_claims(account, sub=None)),
+        "no_aud": _signed(_claims(account, aud=None)),
+        "no_iss": _signed(_claims(account, iss=None)),
+        "no_ver": _signed(_claims(account, ver=None)),
+        "other_ver": _signed(_claims(account, ver=account["ver"] + 1)),
+        "unknown_account": _signed(_claims(account, sub="client:nobody-has-this-name")),
         "unknown_kid": jwt.encode(
-            _claims(), Settings().api.signing_key(), algorithm="HS256", headers={"kid": "x"}
+            _claims(account), Settings().api.signing_key(), algorithm="HS256", headers={"kid": "x"}
         ),
-        "unknown_scope": _signed(_claims(scope="root")),
+        "unknown_scope": _signed(_claims(account, scope="root")),
         "garbage": "not.a.token",
     }
 
 
 @pytest.mark.parametrize("kind", FORGERIES)
-async def test_bad_tokens_answer_401(anonymous: httpx.AsyncClient, kind: str) -> None:
-    forgeries = _forgeries()
+async def test_bad_tokens_answer_401(
+    anonymous: httpx.AsyncClient, real_admin: dict[str, Any], kind: str
+) -> None:
+    forgeries = _forgeries(real_admin)
     assert set(forgeries) == set(FORGERIES)
     token = forgeries[kind]
     answer = await anonymous.get("/v1/turbines", headers=bearer(token))
@@ -224,27 +240,33 @@ async def test_bad_tokens_answer_401(anonymous: httpx.AsyncClient, kind: str) ->
     assert answer.json() == {"detail": "invalid or expired token"}
 
 
-async def test_tokens_within_the_leeway_and_valid_ones_pass(anonymous: httpx.AsyncClient) -> None:
+async def test_tokens_within_the_leeway_and_valid_ones_pass(
+    anonymous: httpx.AsyncClient, real_admin: dict[str, Any]
+) -> None:
     now = int(time.time())
     for claims in (
-        _claims(),
-        _claims(iat=now - 900, exp=now - 10),  # expired 10 s ago: within the 30 s leeway
-        _claims(iat=now + 10),  # the issuer's clock is 10 s ahead
+        _claims(real_admin),
+        # expired 10 s ago: within the 30 s leeway
+        _claims(real_admin, iat=now - 900, exp=now - 10),
+        _claims(real_admin, iat=now + 10),  # the issuer's clock is 10 s ahead
     ):
         answer = await anonymous.get("/v1/turbines", headers=bearer(_signed(claims)))
         assert answer.status_code == 200, (claims, answer.text)
 
 
-async def test_a_previous_key_verifies_until_it_is_dropped(prepared: SetupSettings) -> None:
+async def test_a_previous_key_verifies_until_it_is_dropped(
+    prepared: SetupSettings, real_admin: dict[str, Any]
+) -> None:
     old, new = secrets.token_urlsafe(48), secrets.token_urlsafe(48)
     ring_old = tokens.KeyRing(old.encode())
     policy = tokens.TokenPolicy.from_settings(Settings().api)
     token = tokens.issue(
         ring_old,
         policy,
-        subject="user:rotated",
+        subject=real_admin["sub"],
         scopes=[Scope.TELEMETRY_READ],
         now=datetime.now(UTC),
+        version=real_admin["ver"],
     )
     rotated = Settings(api=ApiAuthSettings(jwt_key=new, jwt_previous_keys=[old]))
     async with serve(rotated) as http:
@@ -257,11 +279,13 @@ async def test_a_previous_key_verifies_until_it_is_dropped(prepared: SetupSettin
 # Scopes ---------------------------------------------------------------------------------------
 
 
-async def test_scopes_decide_what_a_token_may_do(anonymous: httpx.AsyncClient) -> None:
-    reader = sign_token("client:reader", Scope.TELEMETRY_READ)
-    writer = sign_token("client:writer", Scope.READINGS_WRITE)
-    alerts = sign_token("client:alerts", Scope.ALERTS_MANAGE)
-    admin = sign_token("user:root", Scope.ADMIN)
+async def test_scopes_decide_what_a_token_may_do(
+    anonymous: httpx.AsyncClient, api_token: Callable[..., Awaitable[str]]
+) -> None:
+    reader = await api_token(Scope.TELEMETRY_READ)
+    writer = await api_token(Scope.READINGS_WRITE)
+    alerts = await api_token(Scope.ALERTS_MANAGE)
+    admin = await api_token(Scope.ADMIN)
 
     for token in (reader, admin):
         assert (await anonymous.get("/v1/turbines", headers=bearer(token))).status_code == 200
@@ -545,12 +569,45 @@ async def test_the_11th_failed_client_login_answers_429(db_pool: asyncpg.Pool) -
             assert answer.status_code == 429
 
 
-async def test_the_11th_failed_login_from_an_address_answers_429_whatever_x_forwarded_for(
-    prepared: SetupSettings,
+def address_limit(failures: int) -> Settings:
+    """The app's settings with a per-address limit of ``failures`` (100 by default): a
+    test reaches it without a hundred Argon2 checks."""
+    api = Settings().api.model_copy(update={"login_max_failures_per_address": failures})
+    return Settings(api=api)
+
+
+async def _login(http: httpx.AsyncClient, username: str, password: str) -> httpx.Response:
+    return await http.post(
+        "/v1/token", data={"grant_type": "password", "username": username, "password": password}
+    )
+
+
+async def test_guessing_one_name_does_not_lock_the_other_users_out_of_that_address(
+    db_pool: asyncpg.Pool,
 ) -> None:
-    async with one_app() as client, client(unique_address()) as http:
-        # A new user name each time: only the per-address count can stop the eleventh.
-        for i in range(10):
+    victim, _ = await _add_user(db_pool, Scope.TELEMETRY_READ)
+    admin, admin_password = await _add_user(db_pool, Scope.ADMIN)
+    async with one_app() as client, client(unique_address()) as shared:
+        # Guesses at one name from an address that the admin shares (a NAT, an office).
+        for _ in range(10):
+            assert (await _fail_login(shared, victim)).status_code == 400
+        assert (await _fail_login(shared, victim)).status_code == 429
+        # The name is throttled; the address is not: the admin's password still works there.
+        answer = await _login(shared, admin, admin_password)
+        assert answer.status_code == 200, answer.text
+        # Hammering the throttled name adds nothing to the address's count.
+        for _ in range(100):
+            assert (await _fail_login(shared, victim)).status_code == 429
+        assert (await _login(shared, admin, admin_password)).status_code == 200
+
+
+async def test_the_address_limit_stops_spraying_whatever_x_forwarded_for(
+    db_pool: asyncpg.Pool,
+) -> None:
+    admin, admin_password = await _add_user(db_pool, Scope.ADMIN)
+    async with one_app(address_limit(15)) as client, client(unique_address()) as http:
+        # A new user name each time: only the per-address count can stop the sixteenth.
+        for i in range(15):
             answer = await _fail_login(
                 http, f"spray-{uuid.uuid4().hex[:8]}", **{"X-Forwarded-For": f"203.0.113.{i}"}
             )
@@ -560,6 +617,11 @@ async def test_the_11th_failed_login_from_an_address_answers_429_whatever_x_forw
         )
         assert answer.status_code == 429
         assert int(answer.headers["retry-after"]) >= 1
+        # Past the address limit, nobody logs in from that address for the window ...
+        assert (await _login(http, admin, admin_password)).status_code == 429
+        # ... while from another address the admin does.
+        async with client(unique_address()) as elsewhere:
+            assert (await _login(elsewhere, admin, admin_password)).status_code == 200
 
 
 @contextlib.asynccontextmanager
@@ -600,11 +662,12 @@ async def test_under_uvicorn_x_forwarded_for_from_an_untrusted_peer_changes_noth
     prepared: SetupSettings,
 ) -> None:
     # uvicorn's own default would trust 127.0.0.1 (this test's peer); windpark's does not.
-    async with real_server(Settings()) as base:
+    async with real_server(address_limit(10)) as base:
         assert await _spray(base) == [400] * 10 + [429]
     # The control: a peer that is a trusted proxy does choose the address, so each
     # attempt counts for another one. This is what an untrusted peer must not get.
-    async with real_server(Settings(forwarded_allow_ips=["127.0.0.1"])) as base:
+    trusting = address_limit(10).model_copy(update={"forwarded_allow_ips": ["127.0.0.1"]})
+    async with real_server(trusting) as base:
         assert await _spray(base) == [400] * 11
 
 
@@ -612,15 +675,7 @@ async def test_under_uvicorn_x_forwarded_for_from_an_untrusted_peer_changes_noth
 
 
 def windpark_cli(*args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "windpark", *args],
-        cwd=ROOT,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_windpark(*args, stdin=stdin)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -727,8 +782,8 @@ async def test_the_analyst_role_cannot_read_credentials(setup_settings: SetupSet
 # Headers and documentation --------------------------------------------------------------------
 
 
-async def test_hsts_only_over_tls(prepared: SetupSettings) -> None:
-    token = sign_token("client:headers", Scope.TELEMETRY_READ)
+async def test_hsts_only_over_tls(api_token: Callable[..., Awaitable[str]]) -> None:
+    token = await api_token(Scope.TELEMETRY_READ)
     async with serve(base_url="https://testserver") as https:
         answer = await https.get("/v1/turbines", headers=bearer(token))
         assert answer.headers["strict-transport-security"] == "max-age=31536000"

@@ -6,11 +6,14 @@ protected operation must refuse the same request without a token or with a wrong
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 import httpx
+import jsonschema_rs
+import orjson
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -26,9 +29,13 @@ from schemathesis.specs.openapi.schemas import OpenApiSchema
 from services.aggregator.app import create_app
 from services.aggregator.config import Settings
 from tests.conftest import broker_settled, create_api_client, request_token
+from tests.factories import make_payload
 from tests.integration.test_api_reads import with_lifespan_state
+from windpark import contract
 from windpark.bootstrap import SetupSettings
 from windpark.credentials import Scope
+from windpark.validation.decoding import decode
+from windpark.validation.limits import Limits
 
 # Generated cases per operation: enough to reach the error paths of every parameter,
 # small enough for the whole run to stay well under a minute.
@@ -124,3 +131,89 @@ async def test_a_nul_in_a_text_parameter_is_refused_not_a_server_error(
             ):
                 answer = await http.get(path, params=params)
                 assert answer.status_code == 422, (path, answer.text)
+
+
+# The reading body: the schema says what the validator does ------------------------------------
+
+# One value of each JSON type: the schema decides which a field takes.
+JSON_SAMPLES: Final[dict[str, Any]] = {
+    "string": "x",
+    "integer": 7,
+    "number": 7.5,
+    "boolean": True,
+    "null": None,
+    "array": [],
+    "object": {},
+}
+# Strings for a field with a pattern: both ends of the length, and the characters the
+# pattern refuses (a trailing newline included, which Python's `$` would let through).
+PATTERN_SAMPLES: Final = ("", "A", "A" * 64, "A" * 65, "WTG 01", "WTG01\n", "WTG/01", "é")
+DATE_TIME_SAMPLES: Final = (
+    "2026-11-28T18:00:00Z",
+    "2026-11-28T18:00:00.123+01:00",
+    "2026-11-28T18:00:00",  # no offset
+    "2026-11-28",
+    "2026-13-28T18:00:00Z",
+    "yesterday",
+)
+
+
+def _body_cases(body: dict[str, Any], valid: dict[str, Any]) -> Iterator[tuple[str, bytes]]:
+    """Cases derived from the body's schema: each field absent, of each JSON type, and at
+    and past each bound the schema states (minimum, maximum, const, enum, pattern, format)."""
+
+    def changed(name: str, value: Any) -> bytes:
+        return json.dumps({**valid, name: value}).encode()
+
+    yield "valid", json.dumps(valid).encode()
+    yield "unknown field", changed("unknown_field", 1)
+    for name, field in body["properties"].items():
+        yield f"{name} absent", json.dumps({k: v for k, v in valid.items() if k != name}).encode()
+        for kind, value in JSON_SAMPLES.items():
+            yield f"{name} {kind}", changed(name, value)
+        for alternative in field.get("anyOf", [field]):
+            for key, step in (("minimum", -1), ("maximum", 1)):
+                if key in alternative:
+                    bound = alternative[key]
+                    yield f"{name} {key}", changed(name, bound)
+                    yield f"{name} past {key}", changed(name, bound + step)
+            if "const" in alternative:
+                yield f"{name} const", changed(name, alternative["const"])
+                yield f"{name} not const", changed(name, alternative["const"] + 1)
+            for member in alternative.get("enum", ()):
+                yield f"{name} {member}", changed(name, member)
+                yield f"{name} {member.upper()}", changed(name, member.upper())
+            if "pattern" in alternative:
+                for sample in PATTERN_SAMPLES:
+                    yield f"{name} {sample!r}", changed(name, sample)
+            if alternative.get("format") == "date-time":
+                for sample in DATE_TIME_SAMPLES:
+                    yield f"{name} {sample!r}", changed(name, sample)
+
+
+async def test_the_reading_schema_says_what_the_validator_does(prepared: SetupSettings) -> None:
+    app = create_app(Settings())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        document = (await http.get("/openapi.json")).json()
+    bodies = [
+        operation["requestBody"]["content"][contract.CONTENT_TYPE]["schema"]
+        for path in ("/generador/", "/v1/readings")
+        for operation in (document["paths"][path]["post"],)
+    ]
+    assert bodies[0] == bodies[1]
+    body = bodies[0]
+    schema_says = jsonschema_rs.Draft202012Validator(body, validate_formats=True)
+    valid = orjson.loads(make_payload())
+    disagreements = []
+    cases = 0
+    for label, raw in _body_cases(body, valid):
+        cases += 1
+        decoded = decode(raw, Limits())
+        accepted = not decoded.reasons
+        if schema_says.is_valid(json.loads(raw)) != accepted:
+            reasons = [r.code.value for r in decoded.reasons]
+            disagreements.append(f"{label}: schema valid={not accepted}, validator {reasons}")
+    # Every field of the body was tried, with its bounds.
+    assert cases > 12 * len(JSON_SAMPLES)
+    assert not disagreements, "\n".join(disagreements)

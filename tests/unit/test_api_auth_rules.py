@@ -7,12 +7,13 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import jwt
 import pytest
 from pydantic import ValidationError
 
 from services.aggregator import tokens
 from services.aggregator.config import Settings
-from services.aggregator.login_limits import FailureLimiter
+from services.aggregator.login_limits import FailureLimiter, LoginLimits
 from windpark import credentials
 from windpark.credentials import CredentialsError, Scope
 from windpark.settings import ApiAuthSettings, ApiKeyError, check_jwt_key
@@ -93,6 +94,39 @@ def test_limiter_blocks_the_attempt_after_max_failures_until_the_window_passes()
     assert limiter.retry_after_s(["addr:10.0.0.2"]) is None
 
 
+def test_an_address_guessing_one_name_is_stopped_by_that_names_limit_not_its_own() -> None:
+    now = [0.0]
+
+    def limiter(max_failures: int) -> FailureLimiter:
+        return FailureLimiter(max_failures=max_failures, window_s=60, clock=lambda: now[0])
+
+    limits = LoginLimits(accounts=limiter(10), addresses=limiter(100))
+    attempts = 0
+    while limits.retry_after_s("user:bob", "addr:10.0.0.1") is None:
+        limits.record_failure("user:bob", "addr:10.0.0.1")
+        attempts += 1
+    assert attempts == 10
+    # Refused attempts are not counted: the address stays far from its own limit, and
+    # every other name from it is let through.
+    assert limits.retry_after_s("user:admin", "addr:10.0.0.1") is None
+    assert limits.retry_after_s("user:bob", "addr:10.9.9.9") == 60  # bob: from anywhere
+
+
+def test_an_address_spraying_many_names_reaches_the_address_limit() -> None:
+    limits = LoginLimits(
+        accounts=FailureLimiter(max_failures=10, window_s=60, clock=lambda: 0.0),
+        addresses=FailureLimiter(max_failures=100, window_s=60, clock=lambda: 0.0),
+    )
+    for i in range(100):
+        assert limits.retry_after_s(f"user:n{i}", "addr:10.0.0.1") is None
+        limits.record_failure(f"user:n{i}", "addr:10.0.0.1")
+    assert limits.retry_after_s("user:admin", "addr:10.0.0.1") == 60
+    assert limits.retry_after_s("user:admin", "addr:10.0.0.2") is None
+    # A success gives back its one advance charge to the address, and clears the name.
+    limits.succeeded("user:n0", "addr:10.0.0.1")
+    assert limits.retry_after_s("user:admin", "addr:10.0.0.1") is None
+
+
 def test_limiter_memory_is_bounded() -> None:
     limiter = FailureLimiter(max_failures=3, window_s=60, clock=lambda: 0.0, max_keys=100)
     for i in range(1000):
@@ -106,11 +140,18 @@ def test_tokens_verify_only_with_their_ring_and_policy() -> None:
     policy = tokens.TokenPolicy.from_settings(ApiAuthSettings())
     now = datetime.now(UTC)
     token = tokens.issue(
-        ring, policy, subject="client:gw", scopes=[Scope.READINGS_WRITE], now=now, turbine_id="T1"
+        ring,
+        policy,
+        subject="client:gw",
+        scopes=[Scope.READINGS_WRITE],
+        now=now,
+        version=3,
+        turbine_id="T1",
     )
     principal = tokens.verify(token, ring, policy)
     assert principal.subject == "client:gw"
     assert principal.turbine_id == "T1"
+    assert principal.token_version == 3
     assert principal.allows(Scope.READINGS_WRITE)
     assert not principal.allows(Scope.TELEMETRY_READ)
 
@@ -121,14 +162,36 @@ def test_tokens_verify_only_with_their_ring_and_policy() -> None:
     rotated = tokens.KeyRing(secrets.token_urlsafe(48).encode(), [GOOD_KEY.encode()])
     assert tokens.verify(token, rotated, policy).subject == "client:gw"
     expired = tokens.issue(
-        ring, policy, subject="client:gw", scopes=[], now=now - timedelta(minutes=16)
+        ring, policy, subject="client:gw", scopes=[], now=now - timedelta(minutes=16), version=1
     )
     with pytest.raises(tokens.InvalidTokenError, match="expired"):
         tokens.verify(expired, ring, policy)
 
 
+@pytest.mark.parametrize("version", [None, 0, -1, "1", 1.0, True])
+def test_a_token_without_a_positive_integer_version_is_refused(version: object) -> None:
+    ring = tokens.KeyRing(GOOD_KEY.encode())
+    policy = tokens.TokenPolicy.from_settings(ApiAuthSettings())
+    now = int(datetime.now(UTC).timestamp())
+    claims = {
+        "iss": policy.issuer,
+        "aud": policy.audience,
+        "sub": "user:x",
+        "iat": now,
+        "exp": now + 60,
+        "scope": "",
+        "ver": version,
+    }
+    if version is None:
+        del claims["ver"]
+    kid, key = ring.signing()
+    token = jwt.encode(claims, key, algorithm=tokens.ALGORITHM, headers={"kid": kid})
+    with pytest.raises(tokens.InvalidTokenError):
+        tokens.verify(token, ring, policy)
+
+
 def test_admin_implies_every_scope() -> None:
-    admin = tokens.Principal(subject="user:root", scopes=frozenset({Scope.ADMIN}))
+    admin = tokens.Principal(subject="user:root", scopes=frozenset({Scope.ADMIN}), token_version=1)
     assert all(admin.allows(scope) for scope in Scope)
 
 

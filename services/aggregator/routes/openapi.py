@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Final
+
+from fastapi import FastAPI
 
 from services.aggregator import schemas
 from windpark import contract
@@ -51,6 +54,31 @@ READING_BODY: Final[dict[str, Any]] = {
         },
     }
 }
+
+
+def keep_exact_reading_body(app: FastAPI) -> None:
+    """Serve READING_BODY as written in every operation that declares it.
+
+    FastAPI validates the document through its OpenAPI models, whose ``minimum`` and
+    ``maximum`` are floats: ``seq``'s maximum 2^63-1 became 9.223372036854776e18, which is
+    2^63, so the document allowed a seq the validator refuses. Putting the contract's
+    schema back after generation keeps its integers exact.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                body = operation.get("requestBody", {})
+                if body.get("description") == READING_BODY["requestBody"]["description"]:
+                    operation["requestBody"] = copy.deepcopy(READING_BODY["requestBody"])
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
 
 POST_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     202: {"model": schemas.Queued, "description": "valid; handed to the broker (confirmed)"},

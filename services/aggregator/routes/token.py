@@ -29,8 +29,10 @@ NO_CACHE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
     "`username` and `password`. Machines: `grant_type=client_credentials` with "
     "`client_id` and `client_secret` in the form or as HTTP Basic. `scope` (space-separated) "
     "narrows the token to some of the granted scopes. Tokens last 15 minutes by default. "
-    "After 10 failed attempts within a minute for one user name (or client id), or from "
-    "one address, the next answers 429 with Retry-After.",
+    "After 10 failed attempts within a minute for one user name (or client id), from any "
+    "address, or 100 from one address over every name, the next answers 429 with "
+    "Retry-After. A token is refused (401) within 2 s once its account is deleted, "
+    "disabled, or given another password, secret or scopes.",
     response_model=schemas.TokenAnswer,
     responses={
         400: {"model": schemas.TokenError, "description": "invalid grant, request or scope"},
