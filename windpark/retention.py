@@ -36,6 +36,7 @@ async def enforce(conn: Connection, raw_days: int) -> RetentionResult:
         raise ValueError("raw readings must be kept at least 8 days")
     keep = timedelta(days=raw_days)
     if await rollups.engine(conn) == "timescaledb":
+        keep = await _past_refresh_windows(conn, keep)
         # The policy keeps doing it daily; the chunks due are dropped now all the same,
         # by the statement the Apache branch runs, so both answer the same.
         await _align_policy(conn, keep)
@@ -59,9 +60,36 @@ POLICY_INTERVAL_SQL: Final = """
     SELECT (config->>'drop_after')::interval FROM timescaledb_information.jobs
     WHERE proc_name = 'policy_retention' AND hypertable_name = 'readings'
 """
+# The oldest instant any refresh policy of the continuous aggregates recomputes.
+REFRESH_REACH_SQL: Final = """
+    SELECT max((config->>'start_offset')::interval) FROM timescaledb_information.jobs
+    WHERE proc_name = 'policy_refresh_continuous_aggregate'
+"""
 REMOVE_POLICY_SQL: Final = "SELECT remove_retention_policy('readings', if_exists => true)"
 ADD_POLICY_SQL: Final = "SELECT add_retention_policy('readings', $1::interval)"
-COMMUNITY_STATEMENTS: Final = (POLICY_INTERVAL_SQL, REMOVE_POLICY_SQL, ADD_POLICY_SQL)
+COMMUNITY_STATEMENTS: Final = (
+    POLICY_INTERVAL_SQL,
+    REFRESH_REACH_SQL,
+    REMOVE_POLICY_SQL,
+    ADD_POLICY_SQL,
+)
+
+
+async def _past_refresh_windows(conn: Connection, keep: timedelta) -> timedelta:
+    """``keep``, or longer if a refresh policy reaches further back: drop_chunks marks
+    the dropped range as changed in the continuous aggregates, so a refresh over it
+    would recompute its buckets from no rows and delete the rollups (the long-term
+    history). Migration 0002's policies reach 10 days back."""
+    reach = await conn.fetchval(REFRESH_REACH_SQL)
+    if reach is not None and keep < reach:
+        log.warning(
+            "retention %s raised to %s: the continuous aggregates' refresh policies"
+            " recompute that far back, and would erase the rollups of dropped days",
+            keep,
+            reach,
+        )
+        return reach  # type: ignore[no-any-return]
+    return keep
 
 
 async def _align_policy(conn: Connection, keep: timedelta) -> None:

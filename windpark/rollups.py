@@ -15,8 +15,11 @@ for the whole park, grouped from the per-turbine rollup of the same width.
 per-turbine upserts, and ``rebuild`` regroups its range.
 
 On the community license the same relations are continuous aggregates that
-TimescaleDB maintains (migration 0002); ``engine`` tells which, and both ways in
-then leave the rollups to TimescaleDB (``rebuild`` refreshes the aggregates).
+TimescaleDB maintains (migrations 0002, 0005); ``engine`` tells which. There,
+``rebuild`` refreshes the aggregates over its range widened to whole buckets
+(``refresh_windows``), and ``refresh_stale``, after an ingest commit, refreshes the
+buckets it touched that are already materialized. That code (the section "Community
+license only") cannot run on the Apache build: tests prepare its statements there.
 """
 
 from __future__ import annotations

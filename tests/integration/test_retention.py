@@ -50,3 +50,19 @@ async def test_retention_refuses_to_drop_what_may_still_arrive(db_pool: asyncpg.
     async with db_pool.acquire() as conn:
         with pytest.raises(ValueError, match="at least 8 days"):
             await retention.enforce(conn, 7)
+
+
+@pytest.mark.usefixtures("community_only")
+async def test_retention_never_drops_what_a_refresh_policy_recomputes(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """drop_chunks marks the dropped range changed in the continuous aggregates; a refresh
+    policy reaching into it (0002's reach 10 days back) would delete those days'
+    rollups. So the period is raised to the policies' reach."""
+    async with db_pool.acquire() as conn:
+        await retention.enforce(conn, 8)
+        drop_after = await conn.fetchval(retention.POLICY_INTERVAL_SQL)
+        reach = await conn.fetchval(retention.REFRESH_REACH_SQL)
+        await retention.enforce(conn, 90)  # as the migration left it
+    assert reach == timedelta(days=10)
+    assert drop_after == reach
