@@ -45,8 +45,8 @@ async def enforce(conn: Connection, raw_days: int) -> RetentionResult:
     duplicates = await _delete_older(conn, "duplicate_readings", keep)
     if dropped or rejects or duplicates:
         log.info(
-            "retention %d days: dropped %d chunks, %d rejects, %d duplicate records",
-            raw_days,
+            "retention %s: dropped %d chunks, %d rejects, %d duplicate records",
+            keep,
             dropped,
             rejects,
             duplicates,
