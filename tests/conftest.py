@@ -71,6 +71,31 @@ async def db_pool(prepared: SetupSettings) -> AsyncIterator[asyncpg.Pool]:
         yield pool
 
 
+# Branch-internal tests: a test of behaviour holds on both rollup engines; a test of one
+# engine's internals (the Apache build's tables that windpark writes, the community
+# license's continuous aggregates) says so with @pytest.mark.usefixtures("apache_only") or
+# ("community_only") and is skipped, with the reason, on a server of the other license.
+
+
+@pytest.fixture(scope="session")
+async def timescaledb_license(db_pool: asyncpg.Pool) -> str:
+    """The test database's TimescaleDB license: ``apache`` or ``timescale`` (community)."""
+    async with db_pool.acquire() as conn:
+        return str(await conn.fetchval("SHOW timescaledb.license"))
+
+
+@pytest.fixture
+def apache_only(timescaledb_license: str) -> None:
+    if timescaledb_license != "apache":
+        pytest.skip("internals of the Apache build's rollup engine (tables windpark writes)")
+
+
+@pytest.fixture
+def community_only(timescaledb_license: str) -> None:
+    if timescaledb_license != "timescale":
+        pytest.skip("internals of the community license's rollup engine (continuous aggregates)")
+
+
 @pytest.fixture(scope="session")
 async def amqp(prepared: SetupSettings) -> AsyncIterator[AbstractRobustConnection]:
     connection = await connect_robust(prepared.broker)

@@ -23,6 +23,7 @@ async def run_retention(days: int | None) -> int:
         await conn.close()
     print(
         f"dropped {result.dropped_chunks} chunks of raw readings, "
-        f"{result.deleted_rejects} rejects, {result.deleted_duplicates} duplicate records"
+        f"{result.deleted_rejects} rejects, {result.deleted_duplicates} duplicate records, "
+        f"{result.deleted_conflicts} conflicts"
     )
     return 0

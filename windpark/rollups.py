@@ -15,13 +15,16 @@ for the whole park, grouped from the per-turbine rollup of the same width.
 per-turbine upserts, and ``rebuild`` regroups its range.
 
 On the community license the same relations are continuous aggregates that
-TimescaleDB maintains (migration 0002); ``engine`` tells which, and both ways in
-then leave the rollups to TimescaleDB (``rebuild`` refreshes the aggregates).
+TimescaleDB maintains (migrations 0002, 0005); ``engine`` tells which. There,
+``rebuild`` refreshes the aggregates over its range widened to whole buckets
+(``refresh_windows``), and ``refresh_stale``, after an ingest commit, refreshes the
+buckets it touched that are already materialized. That code (the section "Community
+license only") cannot run on the Apache build: tests prepare its statements there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
@@ -231,13 +234,10 @@ async def rebuild(
     days touched, is called after each span (windpark engine).
     """
     if await engine(conn) == "timescaledb":
-        # Outside a transaction, finest level first: each level reads the one below,
-        # and each park level its per-turbine level.
-        for level in LEVELS:
-            for view in (f"rollup_{level.name}", f"park_rollup_{level.name}"):
-                await conn.execute(
-                    f"CALL refresh_continuous_aggregate('{view}', $1, $2)", start, end
-                )
+        await refresh_continuous(conn, start, end)
+        if progress is not None:
+            total_days = len(_utc_days(start, end))
+            progress(total_days, total_days)
         return
     turbines = list(turbine_ids) if turbine_ids is not None else None
     # Day-aligned spans, one transaction each: a long backfill neither holds one
@@ -253,6 +253,118 @@ async def rebuild(
         if progress is not None:
             done = _utc_days(start, span_end)
             progress(len(done), len(days))
+
+
+# Community license only: the continuous aggregates (migrations 0002, 0005) --------------------
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+# The window arguments of refresh_continuous_aggregate are of type "any": untyped
+# parameters cannot be planned, so they are cast here.
+_REFRESH_SQL: Final = (
+    "CALL refresh_continuous_aggregate('{view}', $1::timestamptz, $2::timestamptz)"
+)
+
+
+def continuous_views(level: Level) -> tuple[str, str]:
+    """The continuous aggregates of ``level``, in refresh order: the park level reads
+    the per-turbine level of the same width."""
+    return (f"rollup_{level.name}", f"park_rollup_{level.name}")
+
+
+def refresh_sql(view: str) -> str:
+    """The refresh of one continuous aggregate over [$1, $2)."""
+    return _REFRESH_SQL.format(view=view)
+
+
+def floor_bucket(t: datetime, width: timedelta) -> datetime:
+    """``time_bucket(width, t)`` as migrations 0002 and 0005 call it: no time zone and
+    no origin, so buckets are aligned in UTC on TimescaleDB's default origin
+    (2000-01-03 00:00 UTC, a whole number of days after the Unix epoch, so for widths
+    that divide a day the epoch gives the same grid). Exact (integer microseconds)."""
+    return _EPOCH + (t - _EPOCH) // width * width
+
+
+def refresh_windows(
+    start: datetime, end: datetime, now: datetime
+) -> list[tuple[Level, datetime, datetime]]:
+    """The window to refresh at each level (finest first) so that every bucket of every
+    level that overlaps [start, end) is recomputed; levels with nothing to refresh are
+    left out.
+
+    ``refresh_continuous_aggregate`` refreshes only the buckets lying wholly inside its
+    window (and refuses a window holding none), so a window must be widened to bucket
+    boundaries. Every level gets the same window, widened to whole UTC days (the
+    coarsest bucket): a level is computed from the level below, which must therefore
+    be fresh over all of the coarser level's buckets. Each window ends at the start of
+    the level's current bucket, never later: a refresh materializes the buckets it
+    covers, and real-time aggregation (materialized_only = false) reads only the
+    buckets after the last materialized one, so a current bucket materialized now
+    would miss the readings still to come until a policy refreshed it again (the
+    1-day policy would not before tomorrow's end). The current buckets are real-time
+    anyway.
+    """
+    day = timedelta(seconds=LEVELS[-1].seconds)
+    lo = floor_bucket(start, day)
+    hi = floor_bucket(end - timedelta(microseconds=1), day) + day
+    windows = []
+    for level in LEVELS:
+        level_end = min(hi, floor_bucket(now, timedelta(seconds=level.seconds)))
+        if lo < level_end:
+            windows.append((level, lo, level_end))
+    return windows
+
+
+async def refresh_continuous(conn: Connection, start: datetime, end: datetime) -> None:
+    """Refresh every continuous aggregate over the buckets that overlap [start, end):
+    outside a transaction (TimescaleDB refuses one), finest level first, each park
+    level after its per-turbine level. The current bucket of each level is left to
+    real-time aggregation (see ``refresh_windows``); ``now`` is the database's."""
+    now = await conn.fetchval("SELECT now()")
+    for level, lo, hi in refresh_windows(start, end, now):
+        for view in continuous_views(level):
+            await conn.execute(refresh_sql(view), lo, hi)
+
+
+# Where each continuous aggregate's materialized part ends (the end of its newest stored
+# bucket); later buckets are aggregated in real time when read. An aggregate never
+# refreshed has the smallest time as its watermark (not a Python datetime): left out.
+WATERMARKS_SQL: Final = """
+    SELECT view, watermark FROM (
+        SELECT user_view_name AS view, _timescaledb_functions.to_timestamp(
+            _timescaledb_functions.cagg_watermark(mat_hypertable_id)) AS watermark
+        FROM _timescaledb_catalog.continuous_agg
+    ) w
+    WHERE watermark > '0001-01-01'
+"""
+
+
+def stale_span(
+    timestamps: Iterable[datetime], watermarks: Mapping[str, datetime]
+) -> tuple[datetime, datetime] | None:
+    """[first, last] of the instants whose bucket is already materialized in some
+    continuous aggregate (it starts before that aggregate's watermark), so that a reading
+    written there stays out of the aggregate until a refresh; None when every bucket
+    touched is still aggregated in real time (live readings)."""
+    stale = [
+        ts
+        for ts in timestamps
+        for level in LEVELS
+        for view in continuous_views(level)
+        if view in watermarks
+        and floor_bucket(ts, timedelta(seconds=level.seconds)) < watermarks[view]
+    ]
+    return (min(stale), max(stale)) if stale else None
+
+
+async def refresh_stale(conn: Connection, timestamps: Sequence[datetime]) -> None:
+    """After the commit of readings at ``timestamps``: refresh the buckets they touched
+    that are already materialized, so the continuous aggregates hold them at once, as
+    the Apache engine's ingest transaction does. Live readings land in buckets that
+    real-time aggregation serves, and cost one catalog query."""
+    watermarks = {row["view"]: row["watermark"] for row in await conn.fetch(WATERMARKS_SQL)}
+    span = stale_span(timestamps, watermarks)
+    if span is not None:
+        await refresh_continuous(conn, span[0], span[1] + timedelta(microseconds=1))
 
 
 def _floor_day(t: datetime) -> datetime:

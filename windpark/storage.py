@@ -200,6 +200,8 @@ async def write_batch(
         if result.inserted_keys and rollup_engine == "windpark":
             # Last before the commit: it holds the park buckets' locks until then.
             await rollups.refresh_park(conn, list({ts for _, ts in result.inserted_keys}))
+    if result.inserted_keys and rollup_engine == "timescaledb":  # after the commit
+        await rollups.refresh_stale(conn, [ts for _, ts in result.inserted_keys])
     return result
 
 

@@ -58,6 +58,7 @@ async def scratch(setup_settings: SetupSettings) -> SetupSettings:
     return settings
 
 
+@pytest.mark.usefixtures("apache_only")  # the rollups are tables and hypertables there
 async def test_upgrade_downgrade_upgrade(scratch: SetupSettings) -> None:
     await asyncio.to_thread(migrate.upgrade, scratch.db)
     assert await _tables(scratch) == TABLES

@@ -73,6 +73,7 @@ async def _race_a_locked_writer(
     return waited
 
 
+@pytest.mark.usefixtures("apache_only")  # regroup locks and tables of the Apache engine
 async def test_writers_of_one_bucket_regroup_in_turn(db_pool: asyncpg.Pool) -> None:
     """The second writer of a bucket waits for the first to commit, then regroups with
     its rows: the park row counts both turbines. (Regrouping from a snapshot taken
@@ -165,6 +166,7 @@ async def test_both_park_queries_answer_the_same_columns(db_pool: asyncpg.Pool) 
             assert names == queries.PARK_BUCKET_COLUMNS
 
 
+@pytest.mark.usefixtures("apache_only")  # regroup locks and tables of the Apache engine
 async def test_rebuild_regroups_under_the_live_writers_lock(db_pool: asyncpg.Pool) -> None:
     """A backfill's rebuild of one turbine waits for a live writer of another turbine
     on the same day, then regroups with its rows (no unique violation, nothing lost)."""
@@ -207,6 +209,7 @@ async def test_rebuild_regroups_under_the_live_writers_lock(db_pool: asyncpg.Poo
     assert park["n"] == raw["n"]
 
 
+@pytest.mark.usefixtures("apache_only")  # regroup locks and tables of the Apache engine
 async def test_rebuild_in_spans_leaves_no_gap_or_overlap(db_pool: asyncpg.Pool) -> None:
     """rebuild() works 31 days per transaction: over 75 days starting mid-day, every
     level of the turbine and of the park equals raw at the spans' seams too."""
@@ -257,6 +260,7 @@ async def test_rebuild_in_spans_leaves_no_gap_or_overlap(db_pool: asyncpg.Pool) 
             assert park_mismatches == 0, level.name
 
 
+@pytest.mark.usefixtures("apache_only")  # regroup locks and tables of the Apache engine
 async def test_ingest_regroup_reads_only_the_chunks_of_its_buckets(
     db_pool: asyncpg.Pool,
 ) -> None:
