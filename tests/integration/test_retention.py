@@ -27,7 +27,10 @@ async def test_old_raw_readings_go_rollups_stay(db_pool: asyncpg.Pool, turbine_i
     )
     # A second reading of an old key with other values: a conflict received long ago.
     old_conflict = replace(
-        accepted(old[0].model_copy(update={"power_kw": old[0].power_kw + 1.0}), key=f"conflict:{turbine_id}"),
+        accepted(
+            old[0].model_copy(update={"power_kw": old[0].power_kw + 1.0}),
+            key=f"conflict:{turbine_id}",
+        ),
         received_at=now - timedelta(days=120),
     )
     async with db_pool.acquire() as conn:
