@@ -99,23 +99,28 @@ _latest_updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in READING_COLUMNS if c 
 
 
 def _insert_readings_sql(*, with_rollups: bool) -> str:
-    # On the community license TimescaleDB maintains the rollups (continuous aggregates).
-    rollup_ctes = rollups.upsert_ctes("inserted") if with_rollups else ""
+    # On the community license TimescaleDB maintains the rollups (continuous aggregates);
+    # the holds (energy) are set by this statement on both.
+    rollup_ctes = rollups.upsert_ctes("inserted", "moved") if with_rollups else ""
+    input_columns = ", ".join(f"i.{c}" for c in READING_COLUMNS)
     return f"""
 WITH input AS (
-    SELECT * FROM unnest({_select_input}) AS t({_columns})
-), inserted AS (
-    INSERT INTO readings ({_columns})
-    SELECT {_columns} FROM input
+    SELECT * FROM unnest({_select_input}) WITH ORDINALITY AS t({_columns}, ord)
+){rollups.holds_ctes("input")}
+, inserted AS (
+    INSERT INTO readings ({_columns}, held_s)
+    SELECT {input_columns}, h.held_s FROM input i JOIN holds h USING (turbine_id, ts)
+    ORDER BY i.ord
     ON CONFLICT (turbine_id, ts) DO NOTHING
-    RETURNING {_columns}
-){rollup_ctes}
+    RETURNING {_columns}, held_s
+){rollups.MOVED_CTE}{rollup_ctes}
 , latest AS (
     INSERT INTO latest_readings AS l ({_columns})
     SELECT DISTINCT ON (turbine_id) {_columns} FROM inserted ORDER BY turbine_id, ts DESC
     ON CONFLICT (turbine_id) DO UPDATE SET {_latest_updates} WHERE EXCLUDED.ts > l.ts
 )
-SELECT turbine_id, ts FROM inserted
+SELECT turbine_id, ts, true AS inserted FROM inserted
+UNION ALL SELECT turbine_id, ts, false FROM moved
 """
 
 
@@ -178,14 +183,18 @@ async def write_batch(
     holding other batches, or a REPEATABLE READ one, would defeat.
     """
     result = BatchResult()
+    moved_ts: set[datetime] = set()
     async with conn.transaction():
         if accepted:
             if rollup_engine is None:
                 rollup_engine = await rollups.engine(conn)
             columns = list(zip(*(_reading_row(a) for a in accepted), strict=True))
+            await rollups.lock_turbines(conn, (a.reading.turbine_id for a in accepted))
             rows = await conn.fetch(INSERT_READINGS_SQL[rollup_engine], *[list(c) for c in columns])
-            result.inserted_keys = {(row["turbine_id"], row["ts"]) for row in rows}
-            result.stored = len(rows)
+            # Inserted readings, and stored neighbours whose hold (energy) they changed.
+            result.inserted_keys = {(row["turbine_id"], row["ts"]) for row in rows if row[2]}
+            moved_ts = {row["ts"] for row in rows if not row[2]}
+            result.stored = len(result.inserted_keys)
             duplicates = _duplicates(accepted, result.inserted_keys)
             result.duplicates = len(duplicates)
             if duplicates:
@@ -203,7 +212,8 @@ async def write_batch(
             result.rejected = len(rejected)
         if result.inserted_keys and rollup_engine == "windpark":
             # Last before the commit: it holds the park buckets' locks until then.
-            await rollups.refresh_park(conn, list({ts for _, ts in result.inserted_keys}))
+            touched = moved_ts | {ts for _, ts in result.inserted_keys}
+            await rollups.refresh_park(conn, list(touched))
     return result
 
 
