@@ -220,10 +220,10 @@ def upgrade() -> None:
         f" DEFAULT {DEFAULT_MAX_HOLD_S} CONSTRAINT ck_turbines_max_hold_s CHECK (max_hold_s > 0)"
     )
     # DEFAULT 0: rows written by COPY (backfill) hold nothing until rebuild settles them.
-    op.execute(
-        "ALTER TABLE readings ADD COLUMN held_s double precision NOT NULL DEFAULT 0"
-        " CONSTRAINT ck_readings_held_s CHECK (held_s >= 0)"
-    )
+    op.execute("ALTER TABLE readings ADD COLUMN held_s double precision NOT NULL DEFAULT 0")
+    # Apart: a column of a compressed hypertable (community license) cannot be added
+    # with a constraint.
+    op.execute("ALTER TABLE readings ADD CONSTRAINT ck_readings_held_s CHECK (held_s >= 0)")
     op.execute(HOLDS_SQL)
     _drop_stats_views()
     if _license() == "timescale":
