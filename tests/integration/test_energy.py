@@ -182,9 +182,9 @@ async def test_the_park_answers_and_views_sum_the_turbines_measured_energy(
         per_turbine = await energy_reference.measured(
             conn, reporting, energy_reference.fixed_buckets(timedelta(hours=1))
         )
-        turbines, rated_kw = await conn.fetchrow(
-            "SELECT count(*), sum(rated_power_kw) FROM turbines"
-        )
+        park = await conn.fetchrow("SELECT count(*), sum(rated_power_kw) FROM turbines")
+        assert park is not None
+        turbines, rated_kw = park
         view = await conn.fetchrow("SELECT * FROM park_stats_1h WHERE bucket = $1", day)
         park_row = await conn.fetchrow("SELECT * FROM park_rollup_1h WHERE bucket = $1", day)
     want = energy_reference.park(per_turbine)[day]
