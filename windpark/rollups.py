@@ -163,8 +163,11 @@ def holds_ctes(source: str) -> str:
         SELECT {stored} FROM readings r
         WHERE r.turbine_id = s.turbine_id AND r.ts < s.lo ORDER BY r.ts DESC LIMIT 1) p
     UNION ALL
-    SELECT r.{stored.replace(", ", ", r.")}, false FROM span s JOIN readings r
-        ON r.turbine_id = s.turbine_id AND r.ts >= s.lo AND r.ts <= s.hi
+    -- An index range scan per turbine: as a plain join (or a LATERAL the planner pulls
+    -- up, hence OFFSET 0) it hash-joined a scan of every chunk.
+    SELECT i.*, false FROM span s CROSS JOIN LATERAL (
+        SELECT {stored} FROM readings r
+        WHERE r.turbine_id = s.turbine_id AND r.ts >= s.lo AND r.ts <= s.hi OFFSET 0) i
     UNION ALL
     SELECT n.*, true FROM span s CROSS JOIN LATERAL (
         SELECT {stored} FROM readings r
