@@ -378,6 +378,15 @@ async def settle_holds(
     return earliest
 
 
+async def max_holds(conn: Connection, turbine_ids: Sequence[str]) -> dict[str, float]:
+    """Each turbine's ``max_hold_s`` (for writers of rows with their hold, backfill's COPY)."""
+    rows = await conn.fetch(
+        "SELECT turbine_id, max_hold_s FROM turbines WHERE turbine_id = ANY($1::text[])",
+        list(turbine_ids),
+    )
+    return {row["turbine_id"]: row["max_hold_s"] for row in rows}
+
+
 async def _all_turbines(conn: Connection) -> list[str]:
     return [row[0] for row in await conn.fetch("SELECT turbine_id FROM turbines")]
 

@@ -29,7 +29,10 @@ from windpark import registry, rollups
 from windpark.bootstrap import SetupSettings
 from windpark.contract import Reading
 from windpark.credentials import Scope as ApiScope
+from windpark.simulation import ParkSimulator, SimTurbine, Site
+from windpark.simulation.backfill import backfill
 from windpark.storage import READING_COLUMNS, write_batch
+from windpark.turbine_model import load_model
 
 DAY = timedelta(days=1)
 
@@ -287,6 +290,40 @@ async def test_rebuild_gives_what_ingest_gave_and_settles_copied_rows(
     hour = start.replace(minute=0)
     # The last copied reading holds until the first live one: the history joined up.
     assert rebuilt[hour]["covered_s"] == pytest.approx(ingested[hour]["covered_s"] + 1800)
+
+
+async def test_backfill_writes_the_holds_and_rebuild_settles_its_last_one(
+    db_pool: asyncpg.Pool, turbine_id: str
+) -> None:
+    start = lonely_day() + timedelta(hours=9)
+    end = start + timedelta(hours=1)
+    sim = ParkSimulator(
+        [SimTurbine(turbine_id=turbine_id, model=load_model("E-82/2300"))],
+        Site(),
+        seed=7,
+        interval_s=5.0,
+    )
+    async with db_pool.acquire() as conn:
+        await set_max_hold(conn, turbine_id, 15.0)
+        # Live readings from 2 s after the backfill's end: its last reading holds 7 s.
+        live = make_series(turbine_id, end + timedelta(seconds=2), 10, step_s=5.0, seq0=10**6)
+        await write_in_batches(conn, live, 10)
+        caps = await rollups.max_holds(conn, [turbine_id])
+        assert await backfill(conn, sim, start, end, interval_s=5.0, max_hold_s=caps) == 720
+        written = await conn.fetch(
+            "SELECT DISTINCT held_s FROM readings WHERE turbine_id = $1 AND ts < $2",
+            turbine_id,
+            end,
+        )
+        await rollups.rebuild(conn, start, end, [turbine_id])
+        await assert_rollups_measured(conn, turbine_id)
+        last = await conn.fetchval(
+            "SELECT held_s FROM readings WHERE turbine_id = $1 AND ts = $2",
+            turbine_id,
+            end - timedelta(seconds=5),
+        )
+    assert [row[0] for row in written] == [5.0]
+    assert last == 7.0
 
 
 def _row(r: Reading) -> tuple[object, ...]:
