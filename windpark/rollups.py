@@ -6,8 +6,13 @@ reading adds into its bucket exactly, and a coarser bucket is the sum of finer
 ones. Two ways in:
 
 - ``upsert_ctes``: SQL that folds freshly inserted readings (a CTE of the
-  ``INSERT ... RETURNING`` rows) into every level, in the ingest transaction.
-- ``rebuild``: recompute a time range from raw rows (after a COPY backfill).
+  ``INSERT ... RETURNING`` rows) into every level, in the ingest transaction, and the
+  energy that the stored neighbours' changed holds move (``holds_ctes``, below).
+- ``rebuild``: recompute a time range from raw rows (after a COPY backfill), holds first.
+
+Energy (migration 0007) is measured: each reading holds its power until its turbine's
+next reading, at most ``turbines.max_hold_s``; ``readings.held_s`` stores the hold, and
+every level sums ``energy_kwh`` and ``covered_s`` from it (see ``ENERGY_COLUMNS``).
 
 The park rollups (``park_rollup_<level>``, migration 0005) hold one row per bucket
 for the whole park, grouped from the per-turbine rollup of the same width.

@@ -1,8 +1,9 @@
 """Writes judged readings to TimescaleDB: the ingest transaction.
 
 One call to ``write_batch`` is one transaction: valid readings (idempotent on
-turbine and time), the rollups and the latest values for the rows actually
-inserted, the duplicates that were absorbed, the rejects with their raw bytes,
+turbine and time) with their holds (the time each stands for: energy), the holds
+of the stored neighbours they change, the rollups and the latest values for the
+rows actually inserted, the duplicates that were absorbed, the rejects with their raw bytes,
 and last the park rollups of the buckets touched. The caller acknowledges the
 messages only after it returns.
 """
@@ -192,8 +193,8 @@ async def write_batch(
             await rollups.lock_turbines(conn, (a.reading.turbine_id for a in accepted))
             rows = await conn.fetch(INSERT_READINGS_SQL[rollup_engine], *[list(c) for c in columns])
             # Inserted readings, and stored neighbours whose hold (energy) they changed.
-            result.inserted_keys = {(row["turbine_id"], row["ts"]) for row in rows if row[2]}
-            moved_ts = {row["ts"] for row in rows if not row[2]}
+            result.inserted_keys = {(r["turbine_id"], r["ts"]) for r in rows if r["inserted"]}
+            moved_ts = {row["ts"] for row in rows if not row["inserted"]}
             result.stored = len(result.inserted_keys)
             duplicates = _duplicates(accepted, result.inserted_keys)
             result.duplicates = len(duplicates)
