@@ -122,7 +122,13 @@ async def run_backfill(*, days: float, interval_s: float, seed: int | None, end:
         )
         started = time.monotonic()
         rows = await backfill(
-            conn, simulator, start, until, interval_s=interval_s, progress=ProgressBar()
+            conn,
+            simulator,
+            start,
+            until,
+            interval_s=interval_s,
+            progress=ProgressBar(),
+            max_hold_s=await rollups.max_holds(conn, list(park)),
         )
         copied = time.monotonic() - started
         print("rebuilding the rollups of that range", file=sys.stderr)

@@ -6,8 +6,13 @@ reading adds into its bucket exactly, and a coarser bucket is the sum of finer
 ones. Two ways in:
 
 - ``upsert_ctes``: SQL that folds freshly inserted readings (a CTE of the
-  ``INSERT ... RETURNING`` rows) into every level, in the ingest transaction.
-- ``rebuild``: recompute a time range from raw rows (after a COPY backfill).
+  ``INSERT ... RETURNING`` rows) into every level, in the ingest transaction, and the
+  energy that the stored neighbours' changed holds move (``holds_ctes``, below).
+- ``rebuild``: recompute a time range from raw rows (after a COPY backfill), holds first.
+
+Energy (migration 0007) is measured: each reading holds its power until its turbine's
+next reading, at most ``turbines.max_hold_s``; ``readings.held_s`` stores the hold, and
+every level sums ``energy_kwh`` and ``covered_s`` from it (see ``ENERGY_COLUMNS``).
 
 The park rollups (``park_rollup_<level>``, migration 0005) hold one row per bucket
 for the whole park, grouped from the per-turbine rollup of the same width.
@@ -55,10 +60,32 @@ CHANNELS: Final = (("power", "power_kw"), ("wind", "wind_speed_ms"), ("temp", "t
 # idle (low wind) and storm stops are environmental and count as available.
 AVAILABLE_PREDICATE: Final = "state NOT IN ('fault', 'maintenance')"
 
+# Energy is measured, not extrapolated: each reading holds its power until the next
+# reading of its turbine, for at most the turbine's ``max_hold_s`` (turbines table,
+# migration 0007), and the newest reading holds nothing until its successor arrives.
+# ``readings.held_s`` stores that time, so a bucket's energy and the time its readings
+# cover are plain sums, which both rollup engines carry. A hold is attributed whole
+# to the bucket of the reading that starts it (continuous aggregates cannot split a row
+# across buckets): at a bucket edge the error is at most one hold, and the next
+# bucket's first hold comes back the other way.
+ENERGY_COLUMNS: Final = ("energy_kwh", "covered_s")
+ENERGY_EXPRESSIONS: Final = ("sum(power_kw * held_s) / 3600.0", "sum(held_s)")
+
+
+def hold_s_sql(ts: str, next_ts: str, max_hold_s: str) -> str:
+    """The hold of a reading at ``ts`` whose turbine's next reading is at ``next_ts``
+    (NULL: none yet), as SQL."""
+    return (
+        f"CASE WHEN {next_ts} IS NULL THEN 0.0"
+        f" ELSE least(extract(epoch FROM {next_ts} - {ts})::float8, {max_hold_s}) END"
+    )
+
+
 ROLLUP_COLUMNS: Final = (
     "n",
     "n_available",
     *(f"{prefix}_{stat}" for prefix, _ in CHANNELS for stat in ("sum", "sumsq", "min", "max")),
+    *ENERGY_COLUMNS,
 )
 
 
@@ -70,27 +97,45 @@ PARK_COLUMNS: Final = (
     "power_mean_sum",  # sum of the turbines' mean powers: the park's total power
     "wind_sum",
     "temp_sum",
+    *ENERGY_COLUMNS,
 )
-# The park row of a bucket from its per-turbine rows (migration 0005's definition).
+# The park row of a bucket from its per-turbine rows (migrations 0005 and 0007).
 _PARK_EXPRESSIONS: Final = (
     "count(*), sum(n)::bigint, sum(n_available)::bigint, sum(power_sum),"
-    " sum(power_sum / n), sum(wind_sum), sum(temp_sum)"
+    " sum(power_sum / n), sum(wind_sum), sum(temp_sum), sum(energy_kwh), sum(covered_s)"
 )
 # Advisory-lock namespace of the park rows (pg_advisory_xact_lock(int4, int4)): this,
 # then the UTC day's number since the epoch. Every park bucket of every level lies
 # inside one UTC day (the 1d bucket), so the day's lock covers all of them.
 _PARK_LOCK_SPACE: Final = 0x57500000
 _DAY_S: Final = 86_400
+# Advisory-lock namespace of a turbine's holds: this, then hashtext(turbine_id). Taken
+# before any park day lock, by ingest and rebuild alike.
+_TURBINE_LOCK_SPACE: Final = 0x57500001
 # Days rebuilt per transaction: each holds this many day locks at most, and the
 # per-turbine rows of the span.
 _REBUILD_SPAN_DAYS: Final = 31
 
 
-def _aggregate_expressions() -> str:
-    exprs = ["count(*)", f"count(*) FILTER (WHERE {AVAILABLE_PREDICATE})"]
+def aggregate_expressions(new: str | None = None) -> str:
+    """The ``ROLLUP_COLUMNS`` of a group of readings (columns of ``readings``, held_s
+    included). With ``new`` (a boolean column), only the rows where it holds count as
+    readings; the others only move energy and covered time (a neighbour's changed hold,
+    whose ``held_s`` is then the change)."""
+    only = f" FILTER (WHERE {new})" if new else ""
+    exprs = [f"count(*){only}", f"count(*) FILTER (WHERE {AVAILABLE_PREDICATE}{_and(new)})"]
     for _, column in CHANNELS:
-        exprs += [f"sum({column})", f"sum({column} * {column})", f"min({column})", f"max({column})"]
-    return ", ".join(exprs)
+        exprs += [
+            f"sum({column}){only}",
+            f"sum({column} * {column}){only}",
+            f"min({column}){only}",
+            f"max({column}){only}",
+        ]
+    return ", ".join([*exprs, *ENERGY_EXPRESSIONS])
+
+
+def _and(condition: str | None) -> str:
+    return f" AND {condition}" if condition else ""
 
 
 def _merge_assignments(table: str) -> str:
@@ -105,26 +150,97 @@ def _merge_assignments(table: str) -> str:
     return ", ".join(sets)
 
 
-def upsert_ctes(source: str) -> str:
-    """CTEs (comma-led) that add the rows of CTE ``source`` into every rollup level.
+def holds_ctes(source: str) -> str:
+    """CTEs (comma-led) that find the holds a batch sets: ``holds`` (turbine_id, ts,
+    held_s) for every row of CTE ``source`` (turbine_id, ts) and for the stored
+    readings whose hold it changes, listed in ``neighbours`` (turbine_id, ts, power_kw,
+    held_s, after).
 
-    ``source`` must expose ts, turbine_id, state and the channel columns. Within one
-    statement each (turbine, bucket) appears once per level, as ON CONFLICT DO UPDATE
-    requires.
+    Per turbine of the batch, the stored rows that matter are the last one before the
+    batch, those among its instants (late readings interleave with stored ones) and the
+    first one after it (``after``: it bounds the batch's last hold, its own is unchanged).
+    The caller holds the turbines' locks (``lock_turbines``), so no other writer
+    inserts between them until the commit.
     """
-    ctes = []
+    stored = "turbine_id, ts, power_kw, held_s"
+    return f"""
+, span AS (
+    SELECT turbine_id, min(ts) AS lo, max(ts) AS hi FROM {source} GROUP BY turbine_id
+), neighbours AS (
+    SELECT p.*, false AS after FROM span s CROSS JOIN LATERAL (
+        SELECT {stored} FROM readings r
+        WHERE r.turbine_id = s.turbine_id AND r.ts < s.lo ORDER BY r.ts DESC LIMIT 1) p
+    UNION ALL
+    -- An index range scan per turbine: as a plain join (or a LATERAL the planner pulls
+    -- up, hence OFFSET 0) it hash-joined a scan of every chunk.
+    SELECT i.*, false FROM span s CROSS JOIN LATERAL (
+        SELECT {stored} FROM readings r
+        WHERE r.turbine_id = s.turbine_id AND r.ts >= s.lo AND r.ts <= s.hi OFFSET 0) i
+    UNION ALL
+    SELECT n.*, true FROM span s CROSS JOIN LATERAL (
+        SELECT {stored} FROM readings r
+        WHERE r.turbine_id = s.turbine_id AND r.ts > s.hi ORDER BY r.ts LIMIT 1) n
+), holds AS (
+    SELECT k.turbine_id, k.ts, {hold_s_sql("k.ts", "k.next_ts", "t.max_hold_s")} AS held_s
+    FROM (
+        SELECT turbine_id, ts, lead(ts) OVER (PARTITION BY turbine_id ORDER BY ts) AS next_ts
+        FROM (SELECT turbine_id, ts FROM neighbours
+              UNION SELECT turbine_id, ts FROM {source}) keys
+    ) k
+    JOIN turbines t USING (turbine_id)
+)"""
+
+
+MOVED_CTE: Final = """
+, moved AS (
+    -- Stored neighbours whose hold the batch changed: held_s is the change.
+    UPDATE readings r SET held_s = h.held_s
+    FROM neighbours n JOIN holds h USING (turbine_id, ts)
+    WHERE NOT n.after AND h.held_s <> n.held_s AND r.turbine_id = n.turbine_id AND r.ts = n.ts
+    RETURNING r.turbine_id, r.ts, r.power_kw, h.held_s - n.held_s AS held_s
+)"""
+
+
+def upsert_ctes(inserted: str, moved: str) -> str:
+    """CTEs (comma-led) that add the rows of CTE ``inserted`` (columns of ``readings``)
+    into every rollup level, and the changed holds of CTE ``moved`` (turbine_id, ts,
+    power_kw, held_s: the change) into their buckets' energy and covered time.
+
+    Within one statement each (turbine, bucket) appears once per level, as ON CONFLICT
+    DO UPDATE requires: buckets with new readings are upserted, the others (a neighbour
+    alone moved there) updated.
+    """
     columns = ", ".join(ROLLUP_COLUMNS)
+    channels = ", ".join(c for _, c in CHANNELS)
+    nulls = ", ".join("NULL::float8" for _, c in CHANNELS if c != "power_kw")
+    ctes = [
+        f"""
+            , contributions AS (
+                SELECT ts, turbine_id, state, {channels}, held_s, true AS new FROM {inserted}
+                UNION ALL
+                SELECT ts, turbine_id, NULL, power_kw, {nulls}, held_s, false FROM {moved}
+            )"""
+    ]
+    energy = ", ".join(f"{c} = r.{c} + d.{c}" for c in ENERGY_COLUMNS)
+    energy_sums = ", ".join(
+        f"{e} AS {c}" for e, c in zip(ENERGY_EXPRESSIONS, ENERGY_COLUMNS, strict=True)
+    )
     for level in LEVELS:
         table = f"rollup_{level.name}"
+        bucket = f"time_bucket(INTERVAL '{level.width}', ts)"
         ctes.append(
             f"""
             , upsert_{level.name} AS (
                 INSERT INTO {table} AS r (bucket, turbine_id, {columns})
-                SELECT time_bucket(INTERVAL '{level.width}', ts), turbine_id,
-                       {_aggregate_expressions()}
-                FROM {source}
-                GROUP BY 1, 2
+                SELECT {bucket}, turbine_id, {aggregate_expressions("new")}
+                FROM contributions
+                GROUP BY 1, 2 HAVING bool_or(new)
                 ON CONFLICT (turbine_id, bucket) DO UPDATE SET {_merge_assignments("r")}
+            ), adjust_{level.name} AS (
+                UPDATE {table} r SET {energy}
+                FROM (SELECT {bucket} AS bucket, turbine_id, {energy_sums}
+                      FROM contributions GROUP BY 1, 2 HAVING NOT bool_or(new)) d
+                WHERE r.turbine_id = d.turbine_id AND r.bucket = d.bucket
             )"""
         )
     return "".join(ctes)
@@ -203,6 +319,86 @@ async def refresh_park(conn: Connection, timestamps: Sequence[datetime]) -> None
     await conn.execute(REFRESH_PARK_SQL, list(timestamps), min(timestamps), max(timestamps))
 
 
+LOCK_TURBINES_SQL: Final = f"""
+SELECT pg_advisory_xact_lock({_TURBINE_LOCK_SPACE}, h)
+FROM (SELECT DISTINCT hashtext(t) AS h FROM unnest($1::text[]) AS t ORDER BY 1) ordered
+"""
+
+
+async def lock_turbines(conn: Connection, turbine_ids: Iterable[str]) -> None:
+    """Serialize the writers of these turbines' holds until the commit.
+
+    A hold depends on the turbine's next reading: two transactions inserting readings
+    of one turbine side by side would each compute it from a snapshot without the
+    other's rows. Taken in one order (by hash), before the park day locks.
+    """
+    await conn.execute(LOCK_TURBINES_SQL, sorted(set(turbine_ids)))
+
+
+# Rebuild: the holds of every reading of [$1, $2) and of the last one before it, from
+# the readings as stored. $3: turbine ids, or NULL for all. Returns the earliest reading
+# whose hold changed, or NULL.
+SETTLE_HOLDS_SQL: Final = f"""
+WITH bounds AS (
+    SELECT t.turbine_id, t.max_hold_s,
+           coalesce((SELECT max(r.ts) FROM readings r
+                     WHERE r.turbine_id = t.turbine_id AND r.ts < $1), $1) AS lo,
+           (SELECT min(r.ts) FROM readings r
+            WHERE r.turbine_id = t.turbine_id AND r.ts >= $2) AS first_after
+    FROM turbines t
+    WHERE $3::text[] IS NULL OR t.turbine_id = ANY($3::text[])
+), settled AS (
+    SELECT r.turbine_id, r.ts, r.held_s,
+           {hold_s_sql("r.ts", "coalesce(lead(r.ts) OVER w, b.first_after)", "b.max_hold_s")}
+               AS new_held_s
+    FROM bounds b JOIN readings r
+        ON r.turbine_id = b.turbine_id AND r.ts >= b.lo AND r.ts < $2
+    WINDOW w AS (PARTITION BY r.turbine_id ORDER BY r.ts)
+), changed AS (
+    UPDATE readings r SET held_s = s.new_held_s
+    FROM settled s
+    WHERE s.new_held_s <> s.held_s AND r.turbine_id = s.turbine_id AND r.ts = s.ts
+    RETURNING r.ts
+)
+SELECT min(ts) FROM changed
+"""
+
+
+async def settle_holds(
+    conn: Connection, start: datetime, end: datetime, turbines: list[str] | None
+) -> datetime:
+    """Set the holds of [start, end) from the stored readings (rows written by COPY hold
+    nothing yet), in spans of the rebuild's length, and return where the rollups need
+    rebuilding from: ``start``, or the reading before it when its hold changed."""
+    earliest = start
+    span = timedelta(days=_REBUILD_SPAN_DAYS)
+    cursor = start
+    while cursor < end:
+        span_end = min(end, cursor + span)
+        async with conn.transaction():
+            await lock_turbines(conn, turbines or await _all_turbines(conn))
+            changed: datetime | None = await conn.fetchval(
+                SETTLE_HOLDS_SQL, cursor, span_end, turbines
+            )
+        if changed is not None and changed < earliest:
+            earliest = changed
+        cursor = span_end
+    return earliest
+
+
+async def max_holds(conn: Connection, turbine_ids: Sequence[str]) -> dict[str, float]:
+    """Each turbine's ``max_hold_s`` (for writers of rows with their hold, backfill's COPY)."""
+    rows = await conn.fetch(
+        "SELECT turbine_id, max_hold_s FROM turbines WHERE turbine_id = ANY($1::text[])",
+        list(turbine_ids),
+    )
+    return {row["turbine_id"]: row["max_hold_s"] for row in rows}
+
+
+async def _all_turbines(conn: Connection) -> list[str]:
+    return [row[0] for row in await conn.fetch("SELECT turbine_id FROM turbines")]
+
+
 async def engine(conn: Connection) -> Engine:
     """Who maintains the rollups in this database: windpark (Apache) or TimescaleDB."""
     continuous = await conn.fetchval(
@@ -233,13 +429,16 @@ async def rebuild(
     rollups are then the only history left). ``progress(days_done, days)``, in UTC
     days touched, is called after each span (windpark engine).
     """
+    # Energy: the readings' holds first (both engines sum them); a changed hold of the
+    # reading before ``start`` widens the range to its bucket.
+    turbine_list = list(turbine_ids) if turbine_ids is not None else None
+    start = await settle_holds(conn, start, end, turbine_list)
     if await engine(conn) == "timescaledb":
         await refresh_continuous(conn, start, end)
         if progress is not None:
             total_days = len(_utc_days(start, end))
             progress(total_days, total_days)
         return
-    turbines = list(turbine_ids) if turbine_ids is not None else None
     # Day-aligned spans, one transaction each: a long backfill neither holds one
     # enormous transaction nor more day locks than a span has days.
     span = timedelta(days=_REBUILD_SPAN_DAYS)
@@ -248,7 +447,7 @@ async def rebuild(
     while cursor < end:
         span_end = min(end, _floor_day(cursor) + span)
         async with conn.transaction():
-            await _rebuild_span(conn, cursor, span_end, turbines)
+            await _rebuild_span(conn, cursor, span_end, turbine_list)
         cursor = span_end
         if progress is not None:
             done = _utc_days(start, span_end)
@@ -388,7 +587,7 @@ async def _rebuild_span(
             f"""
             INSERT INTO {table} (bucket, turbine_id, {columns})
             SELECT time_bucket(INTERVAL '{level.width}', ts), turbine_id,
-                   {_aggregate_expressions()}
+                   {aggregate_expressions()}
             FROM readings
             WHERE ts >= {_lo(level)} AND ts < {_hi(level)}
               AND ($3::text[] IS NULL OR turbine_id = ANY($3::text[]))

@@ -1,10 +1,11 @@
 """Writes judged readings to TimescaleDB: the ingest transaction.
 
 One call to ``write_batch`` is one transaction: valid readings (idempotent on
-turbine and time), the rollups and the latest values for the rows actually
-inserted, the duplicates that were absorbed, the conflicts with their raw bytes and
-values, the rejects with their raw bytes, and last the park rollups of the buckets
-touched. The caller acknowledges the messages only after it returns.
+turbine and time) with their holds (the time each stands for: energy), the holds
+of the stored neighbours they change, the rollups and the latest values for the rows
+actually inserted, the duplicates that were absorbed, the conflicts with their raw
+bytes and values, the rejects with their raw bytes, and last the park rollups of the
+buckets touched. The caller acknowledges the messages only after it returns.
 
 A reading whose (turbine, ts) is already stored is a *duplicate* when its values equal
 the stored row's (or a kept conflict's): a redelivery, or the same reading sent again.
@@ -106,23 +107,28 @@ _latest_updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in READING_COLUMNS if c 
 
 
 def _insert_readings_sql(*, with_rollups: bool) -> str:
-    # On the community license TimescaleDB maintains the rollups (continuous aggregates).
-    rollup_ctes = rollups.upsert_ctes("inserted") if with_rollups else ""
+    # On the community license TimescaleDB maintains the rollups (continuous aggregates);
+    # the holds (energy) are set by this statement on both.
+    rollup_ctes = rollups.upsert_ctes("inserted", "moved") if with_rollups else ""
+    input_columns = ", ".join(f"i.{c}" for c in READING_COLUMNS)
     return f"""
 WITH input AS (
-    SELECT * FROM unnest({_select_input}) AS t({_columns})
-), inserted AS (
-    INSERT INTO readings ({_columns})
-    SELECT {_columns} FROM input
+    SELECT * FROM unnest({_select_input}) WITH ORDINALITY AS t({_columns}, ord)
+){rollups.holds_ctes("input")}
+, inserted AS (
+    INSERT INTO readings ({_columns}, held_s)
+    SELECT {input_columns}, h.held_s FROM input i JOIN holds h USING (turbine_id, ts)
+    ORDER BY i.ord
     ON CONFLICT (turbine_id, ts) DO NOTHING
-    RETURNING {_columns}
-){rollup_ctes}
+    RETURNING {_columns}, held_s
+){rollups.MOVED_CTE}{rollup_ctes}
 , latest AS (
     INSERT INTO latest_readings AS l ({_columns})
     SELECT DISTINCT ON (turbine_id) {_columns} FROM inserted ORDER BY turbine_id, ts DESC
     ON CONFLICT (turbine_id) DO UPDATE SET {_latest_updates} WHERE EXCLUDED.ts > l.ts
 )
-SELECT turbine_id, ts FROM inserted
+SELECT turbine_id, ts, true AS inserted FROM inserted
+UNION ALL SELECT turbine_id, ts, false FROM moved
 """
 
 
@@ -185,23 +191,29 @@ async def write_batch(
     holding other batches, or a REPEATABLE READ one, would defeat.
     """
     result = BatchResult()
+    # The instants whose buckets changed: inserted readings, and neighbours whose hold moved.
+    touched_ts: set[datetime] = set()
     async with conn.transaction():
         if accepted:
             if rollup_engine is None:
                 rollup_engine = await rollups.engine(conn)
             columns = list(zip(*(_reading_row(a) for a in accepted), strict=True))
+            await rollups.lock_turbines(conn, (a.reading.turbine_id for a in accepted))
             rows = await conn.fetch(INSERT_READINGS_SQL[rollup_engine], *[list(c) for c in columns])
-            result.inserted_keys = {(row["turbine_id"], row["ts"]) for row in rows}
-            result.stored = len(rows)
+            # Inserted readings, and stored neighbours whose hold (energy) they changed.
+            result.inserted_keys = {(r["turbine_id"], r["ts"]) for r in rows if r["inserted"]}
+            moved_ts = {row["ts"] for row in rows if not row["inserted"]}
+            touched_ts = moved_ts | {ts for _, ts in result.inserted_keys}
+            result.stored = len(result.inserted_keys)
             await _file_not_inserted(conn, accepted, result)
         if rejected:
             await conn.executemany(INSERT_REJECTS_SQL, [_reject_row(r) for r in rejected])
             result.rejected = len(rejected)
         if result.inserted_keys and rollup_engine == "windpark":
             # Last before the commit: it holds the park buckets' locks until then.
-            await rollups.refresh_park(conn, list({ts for _, ts in result.inserted_keys}))
-    if result.inserted_keys and rollup_engine == "timescaledb":  # after the commit
-        await rollups.refresh_stale(conn, [ts for _, ts in result.inserted_keys])
+            await rollups.refresh_park(conn, list(touched_ts))
+    if touched_ts and rollup_engine == "timescaledb":  # after the commit
+        await rollups.refresh_stale(conn, list(touched_ts))
     return result
 
 

@@ -58,6 +58,37 @@ def _flag_names_sql(column: str) -> str:
     return f"array_remove(ARRAY[{items}], NULL)"
 
 
+# The two stats views of a level, as functions so that 0007's downgrade can restore them.
+def turbine_stats_view(level: str) -> str:
+    seconds = PARK_LEVELS[level]
+    return f"""
+            CREATE VIEW turbine_stats_{level} AS
+            SELECT s.*, s.power_avg_kw * {seconds} / 3600.0 AS energy_kwh,
+                   s.power_avg_kw / t.rated_power_kw AS capacity_factor,
+                   s.n_available::double precision / s.n AS availability
+            FROM rollup_{level}_stats s JOIN turbines t USING (turbine_id)
+            """
+
+
+def park_stats_view(level: str) -> str:
+    seconds = PARK_LEVELS[level]
+    return f"""
+            CREATE VIEW park_stats_{level} AS
+            SELECT r.bucket,
+                   count(*) AS turbines_reporting,
+                   sum(r.n) AS n,
+                   sum(r.power_sum) / sum(r.n) AS park_mean_power_kw,
+                   sum(r.power_sum / r.n) AS park_total_power_kw,
+                   sum(r.power_sum / r.n) * {seconds} / 3600.0 AS energy_kwh,
+                   sum(r.power_sum / r.n) / sum(t.rated_power_kw) AS capacity_factor,
+                   sum(r.n_available)::double precision / sum(r.n) AS availability,
+                   sum(r.wind_sum) / sum(r.n) AS wind_speed_avg_ms,
+                   sum(r.temp_sum) / sum(r.n) AS temperature_avg_c
+            FROM rollup_{level} r JOIN turbines t USING (turbine_id)
+            GROUP BY r.bucket
+            """
+
+
 def upgrade() -> None:
     op.execute(
         f"""
@@ -81,33 +112,9 @@ def upgrade() -> None:
         FROM rejected_readings
         """
     )
-    for level, seconds in PARK_LEVELS.items():
-        op.execute(
-            f"""
-            CREATE VIEW turbine_stats_{level} AS
-            SELECT s.*, s.power_avg_kw * {seconds} / 3600.0 AS energy_kwh,
-                   s.power_avg_kw / t.rated_power_kw AS capacity_factor,
-                   s.n_available::double precision / s.n AS availability
-            FROM rollup_{level}_stats s JOIN turbines t USING (turbine_id)
-            """
-        )
-        op.execute(
-            f"""
-            CREATE VIEW park_stats_{level} AS
-            SELECT r.bucket,
-                   count(*) AS turbines_reporting,
-                   sum(r.n) AS n,
-                   sum(r.power_sum) / sum(r.n) AS park_mean_power_kw,
-                   sum(r.power_sum / r.n) AS park_total_power_kw,
-                   sum(r.power_sum / r.n) * {seconds} / 3600.0 AS energy_kwh,
-                   sum(r.power_sum / r.n) / sum(t.rated_power_kw) AS capacity_factor,
-                   sum(r.n_available)::double precision / sum(r.n) AS availability,
-                   sum(r.wind_sum) / sum(r.n) AS wind_speed_avg_ms,
-                   sum(r.temp_sum) / sum(r.n) AS temperature_avg_c
-            FROM rollup_{level} r JOIN turbines t USING (turbine_id)
-            GROUP BY r.bucket
-            """
-        )
+    for level in PARK_LEVELS:
+        op.execute(turbine_stats_view(level))
+        op.execute(park_stats_view(level))
     grants = ", ".join(GRANTED)
     op.execute(
         f"""

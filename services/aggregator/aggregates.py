@@ -94,10 +94,20 @@ def _turbine_stats(row: asyncpg.Record, hours: float) -> Answer:
         "temperature_min_c": row["temperature_min_c"],
         "temperature_max_c": row["temperature_max_c"],
         "temperature_std_c": row["temperature_std_c"],
-        # Mean power over the bucket's (elapsed) duration: an estimate that assumes the
-        # readings sample the bucket evenly; readings carry no sampling interval.
-        "energy_kwh": row["power_avg_kw"] * hours,
+        # Measured: each reading's power over the time it held (windpark.rollups), never
+        # the mean stretched over the bucket; the time covered says how much was seen.
+        "energy_kwh": row["energy_kwh"],
+        "covered_s": row["covered_s"],
+        "coverage": _coverage(row["covered_s"], hours),
     }
+
+
+def _coverage(covered_s: float, hours: float, series: int = 1) -> float | None:
+    """The share of the bucket's elapsed time (for ``series`` turbines) that readings
+    cover. At most 1: a hold counts whole in its reading's bucket, so one that ends past
+    the bucket's end may add up to a hold's worth."""
+    span_s = hours * _HOUR_S * series
+    return min(covered_s / span_s, 1.0) if span_s > 0 else None
 
 
 def _header(clock: _Clock) -> Answer:
@@ -129,6 +139,8 @@ async def park_aggregates(
     """A ``schemas.ParkAggregates``: the park series, with each turbine's when asked."""
     clock = _Clock(window, now.astimezone(UTC))
     turbine_rows: list[asyncpg.Record] = []
+    # Park coverage is over every registered turbine: one that sent nothing is a gap.
+    series = 1 if turbine_id is not None else await queries.count_turbines(conn)
     if per_turbine:
         # Both from the turbine rows, in one snapshot: each bucket's park numbers are
         # those of the turbines listed with it, even while the concentrator writes.
@@ -154,7 +166,18 @@ async def park_aggregates(
     # rows, and this loop is most of the request's own time. It writes _Clock.times'
     # four keys itself: one dict literal per bucket took 9.0 ms for a year, merging
     # times()' dict into it 13.9 ms (min of 15, this machine).
-    for start, reporting, n, mean_kw, total_kw, wind_ms, temp_c, availability in park_rows:
+    for (
+        start,
+        reporting,
+        n,
+        mean_kw,
+        total_kw,
+        wind_ms,
+        temp_c,
+        availability,
+        energy_kwh,
+        covered_s,
+    ) in park_rows:
         end = clock.end(start)
         buckets.append(
             {
@@ -169,9 +192,9 @@ async def park_aggregates(
                 "wind_speed_avg_ms": wind_ms,
                 "temperature_avg_c": temp_c,
                 "availability": availability,
-                # Each turbine's energy is its mean power x the elapsed hours, so the
-                # park's is the sum of the means x the same hours.
-                "energy_kwh": total_kw * clock.elapsed_h(start, end),
+                "energy_kwh": energy_kwh,
+                "covered_s": covered_s,
+                "coverage": _coverage(covered_s, clock.elapsed_h(start, end), series),
                 # (Hashing an aware datetime is not free: skipped when nothing is there.)
                 "turbines": per_bucket.get(start, []) if per_bucket else [],
             }

@@ -5,6 +5,9 @@ bucket, kept in the ingest transaction), never from a scan of raw readings. Mean
 deviations are derived from the sums here, as the ``rollup_*_stats`` views derive them:
 
     mean = sum / n        std = sqrt((sumsq - sum^2 / n) / (n - 1))   (sample, n > 1)
+
+Energy is not derived from the mean: ``energy_kwh`` and ``covered_s`` are sums of the
+readings' power x hold and holds (``windpark.rollups``), read as they are.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ PARK_BUCKET_COLUMNS: Final = (
     "wind_speed_avg_ms",
     "temperature_avg_c",
     "availability",
+    "energy_kwh",
+    "covered_s",
 )
 
 # sum(bigint) is numeric: cast back, the answers carry counts as integers.
@@ -77,7 +82,8 @@ _SUMS: Final = """sum(n)::int8 AS n, sum(n_available)::int8 AS n_available,
         sum(wind_sum) AS wind_sum, sum(wind_sumsq) AS wind_sumsq,
         min(wind_min) AS wind_min, max(wind_max) AS wind_max,
         sum(temp_sum) AS temp_sum, sum(temp_sumsq) AS temp_sumsq,
-        min(temp_min) AS temp_min, max(temp_max) AS temp_max"""
+        min(temp_min) AS temp_min, max(temp_max) AS temp_max,
+        sum(energy_kwh) AS energy_kwh, sum(covered_s) AS covered_s"""
 
 
 def _std(prefix: str) -> str:
@@ -129,7 +135,8 @@ SELECT bucket, turbine_id, n, n_available,
        wind_sum / n AS wind_speed_avg_ms, wind_min AS wind_speed_min_ms,
        wind_max AS wind_speed_max_ms, {_std("wind")} AS wind_speed_std_ms,
        temp_sum / n AS temperature_avg_c, temp_min AS temperature_min_c,
-       temp_max AS temperature_max_c, {_std("temp")} AS temperature_std_c
+       temp_max AS temperature_max_c, {_std("temp")} AS temperature_std_c,
+       energy_kwh, covered_s
 FROM per_turbine
 ORDER BY bucket, turbine_id
 """
@@ -149,7 +156,8 @@ SELECT bucket, count(*) AS turbines_reporting, sum(n)::int8 AS n,
        sum(power_sum / n) AS park_total_power_kw,
        sum(wind_sum) / sum(n) AS wind_speed_avg_ms,
        sum(temp_sum) / sum(n) AS temperature_avg_c,
-       sum(n_available)::float8 / sum(n) AS availability
+       sum(n_available)::float8 / sum(n) AS availability,
+       sum(energy_kwh) AS energy_kwh, sum(covered_s) AS covered_s
 FROM per_turbine
 GROUP BY bucket
 ORDER BY bucket
@@ -171,7 +179,8 @@ SELECT bucket, turbines_reporting, n,
        power_mean_sum AS park_total_power_kw,
        wind_sum / n AS wind_speed_avg_ms,
        temp_sum / n AS temperature_avg_c,
-       n_available::float8 / n AS availability
+       n_available::float8 / n AS availability,
+       energy_kwh, covered_s
 FROM {table}
 WHERE bucket >= $1 AND bucket < $2
 ORDER BY bucket

@@ -109,7 +109,17 @@ class TurbineStats(_Answer):
     temperature_max_c: float
     temperature_std_c: float | None
     energy_kwh: float = Field(
-        description="power_avg_kw x the bucket's duration (its elapsed part while partial)"
+        description="measured: the sum over the bucket's readings of power x the time it "
+        "held (until the turbine's next reading, at most its max_hold_s; the newest holds "
+        "0 until its successor arrives). A gap adds nothing: it is never filled"
+    )
+    covered_s: float = Field(
+        description="seconds the readings cover: the sum of their holds (a hold counts "
+        "whole in the bucket of the reading that starts it)"
+    )
+    coverage: float | None = Field(
+        description="covered_s / the bucket's elapsed duration, at most 1; null while "
+        "no time of the bucket has passed"
     )
 
 
@@ -132,7 +142,12 @@ class ParkBucket(_BucketTimes):
     wind_speed_avg_ms: float = Field(description="mean of every reading in the bucket")
     temperature_avg_c: float
     availability: float
-    energy_kwh: float = Field(description="sum of the turbines' energy_kwh")
+    energy_kwh: float = Field(description="sum of the turbines' energy_kwh (measured)")
+    covered_s: float = Field(description="sum of the turbines' covered_s")
+    coverage: float | None = Field(
+        description="covered_s / (registered turbines, or 1 for one turbine's series, x the "
+        "bucket's elapsed duration), at most 1"
+    )
     turbines: list[TurbineBucketStats]
 
 

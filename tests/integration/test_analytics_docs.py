@@ -18,6 +18,9 @@ from windpark.storage import write_batch
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "analytics.md"
 QUERIES = re.findall(r"```sql\n(.*?)```", DOC.read_text(), re.DOTALL)
+[ENERGY_FROM_RAW_ROWS] = re.findall(
+    r"```sql energy-from-raw-rows\n(.*?)```", DOC.read_text(), re.DOTALL
+)
 
 
 def test_the_doc_has_ten_queries() -> None:
@@ -59,3 +62,20 @@ async def test_the_analyst_cannot_write(analyst: asyncpg.Connection) -> None:
         await analyst.execute("DELETE FROM readings")
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await analyst.fetch("SELECT * FROM api_users")
+
+
+async def test_the_documented_energy_rule_gives_the_views_numbers(
+    analyst: asyncpg.Connection,
+) -> None:
+    """The doc's computation from raw rows, for the fixture's turbine, equals
+    turbine_stats_1h: the views show that rule, gaps and the newest reading included."""
+    raw = await analyst.fetch(ENERGY_FROM_RAW_ROWS.replace("'WTG01'", "'DOCS-1'"))
+    view = await analyst.fetch(
+        "SELECT bucket, energy_kwh, covered_s FROM turbine_stats_1h"
+        " WHERE turbine_id = 'DOCS-1' ORDER BY bucket"
+    )
+    assert [r["bucket"] for r in raw] == [v["bucket"] for v in view]
+    assert raw
+    for r, v in zip(raw, view, strict=True):
+        assert v["energy_kwh"] == pytest.approx(r["energy_kwh"], rel=1e-9)
+        assert v["covered_s"] == pytest.approx(r["covered_s"], rel=1e-9)

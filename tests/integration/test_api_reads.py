@@ -20,7 +20,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.aggregator import schemas
 from services.aggregator.app import create_app
+from services.aggregator.buckets import floor_day
 from services.aggregator.config import Settings
+from tests import energy_reference
 from tests.conftest import authenticate, new_turbine_id
 from tests.factories import accepted, make_reading, make_series
 from windpark import registry
@@ -191,6 +193,9 @@ async def test_park_mean_equals_raw_average_with_unequal_counts(
                 minute,
             )
         }
+        energy = await energy_reference.measured(
+            conn, ids, energy_reference.fixed_buckets(timedelta(minutes=1))
+        )
     assert bucket["park_mean_power_kw"] == pytest.approx(raw_mean, rel=1e-12)
     assert bucket["n"] == sum(counts.values())
     assert bucket["turbines_reporting"] == 3
@@ -214,7 +219,12 @@ async def test_park_mean_equals_raw_average_with_unequal_counts(
         assert got["temperature_avg_c"] == pytest.approx(want["temp"], abs=1e-6)
         assert got["temperature_std_c"] == pytest.approx(want["temp_std"], abs=1e-6)
         assert got["availability"] == 1.0
-        assert got["energy_kwh"] == pytest.approx(want["avg"] / 60, rel=1e-9)
+        # Measured: 4 s apart, each reading holds 3 s (the default max_hold_s), the
+        # last one nothing yet.
+        measured = energy[(tid, minute)]
+        assert got["energy_kwh"] == pytest.approx(measured.energy_kwh, rel=1e-9)
+        assert got["covered_s"] == pytest.approx(measured.covered_s) == 3 * (counts[tid] - 1)
+        assert got["coverage"] == pytest.approx(measured.covered_s / 60)
 
     # /v1/park/aggregates is the same computation.
     v1 = await client.get(
@@ -328,6 +338,9 @@ async def test_each_interval_reads_its_own_buckets(
             """,
             tid,
         )
+        energy = await energy_reference.measured(
+            conn, [tid], energy_reference.fixed_buckets(timedelta(minutes=10))
+        )
     v1 = await client.get(
         f"/v1/turbines/{tid}/aggregates",
         params={
@@ -343,7 +356,9 @@ async def test_each_interval_reads_its_own_buckets(
         assert b["power_avg_kw"] == pytest.approx(r["avg"], abs=1e-6)
         assert b["power_std_kw"] == pytest.approx(r["std"], abs=1e-6)
         assert b["wind_speed_max_ms"] == r["wind_max"]
-        assert b["energy_kwh"] == pytest.approx(r["avg"] * 600 / 3600, rel=1e-9)
+        measured = energy[(tid, r["bucket"])]
+        assert b["energy_kwh"] == pytest.approx(measured.energy_kwh, rel=1e-9)
+        assert b["covered_s"] == pytest.approx(measured.covered_s)
 
 
 async def test_default_window_ends_with_the_current_partial_bucket(
@@ -419,11 +434,15 @@ async def test_day_buckets_follow_the_callers_zone_across_dst(
             day.replace(tzinfo=MADRID),
             (day + timedelta(days=1)).replace(tzinfo=MADRID),
         )
+        energy = await energy_reference.measured(conn, [turbine_id], lambda t: floor_day(t, MADRID))
     assert raw is not None
     assert raw["n"] == hours
     assert bucket["power_avg_kw"] == pytest.approx(raw["avg"], abs=1e-6)
     assert bucket["power_std_kw"] == pytest.approx(raw["std"], abs=1e-6)
-    assert bucket["energy_kwh"] == pytest.approx(raw["avg"] * hours, rel=1e-9)
+    # Hourly readings each hold 3 s (max_hold_s): measured energy, not 24 x the mean.
+    measured = energy[(turbine_id, day.replace(tzinfo=MADRID))]
+    assert bucket["energy_kwh"] == pytest.approx(measured.energy_kwh, rel=1e-9)
+    assert bucket["covered_s"] == pytest.approx(measured.covered_s) == 3 * hours
 
     # The same day in UTC is 24 hours, from rollup_1d.
     utc = await client.get(

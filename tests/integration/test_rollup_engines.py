@@ -1,5 +1,6 @@
 """Two rollup engines, one contract: the continuous aggregates of the community license
-(migration 0002) must have exactly the columns of the tables windpark maintains.
+(migration 0002, recreated with the energy sums by 0007) must have exactly the columns of
+the tables windpark maintains.
 
 This machine has the Apache edition, where CREATE MATERIALIZED VIEW ... timescaledb.continuous
 is refused; the SELECTs that define the aggregates are run here as plain queries, over the
@@ -25,10 +26,11 @@ from windpark.storage import write_batch
 from windpark.turbine_model import DEFAULT_MODEL, load_model
 
 ROOT = Path(__file__).resolve().parents[2]
-PARK_MIGRATION = "0005_park_rollups.py"
+# The migration that last defined the continuous aggregates.
+HEAD_MIGRATION = "0007_energy.py"
 
 
-def _migration(file: str = "0002_rollups.py") -> ModuleType:
+def _migration(file: str = HEAD_MIGRATION) -> ModuleType:
     path = ROOT / "migrations" / "versions" / file
     spec = importlib.util.spec_from_file_location(f"migration_{path.stem}", path)
     assert spec is not None
@@ -51,7 +53,7 @@ async def test_continuous_aggregate_definitions_match_the_tables(
     levels = list(migration.LEVELS)
     source = None if level == levels[0] else f"rollup_{levels[levels.index(level) - 1]}"
     async with db_pool.acquire() as conn:
-        defined = await _columns(conn, migration._cagg_select(level, source))
+        defined = await _columns(conn, migration.cagg_select(level, source))
         table = await _columns(conn, f"SELECT * FROM rollup_{level}")
     assert defined == table
 
@@ -65,7 +67,7 @@ async def test_continuous_aggregate_values_equal_the_maintained_rollups(
     async with db_pool.acquire() as conn:
         await write_batch(conn, [accepted(r) for r in readings], [])
         defined = await conn.fetch(
-            f"SELECT * FROM ({migration._cagg_select('10m', 'rollup_1m')}) q"
+            f"SELECT * FROM ({migration.cagg_select('10m', 'rollup_1m')}) q"
             " WHERE turbine_id = $1 ORDER BY bucket",
             turbine_id,
         )
@@ -77,15 +79,17 @@ async def test_continuous_aggregate_values_equal_the_maintained_rollups(
         assert d["n"] == t["n"]
         assert d["power_sum"] == pytest.approx(t["power_sum"], rel=1e-12)
         assert d["wind_max"] == t["wind_max"]
+        assert d["energy_kwh"] == pytest.approx(t["energy_kwh"], rel=1e-12)
+        assert d["covered_s"] == pytest.approx(t["covered_s"], rel=1e-12)
 
 
 @pytest.mark.parametrize("level", [level.name for level in rollups.LEVELS])
 async def test_park_aggregate_definitions_match_the_tables(
     db_pool: asyncpg.Pool, level: str
 ) -> None:
-    """0005's continuous-aggregate SELECT, run over the Apache tables, has the park
+    """The park continuous-aggregate SELECT, run over the Apache tables, has the park
     tables' columns, and gives the rows windpark regrouped at ingest."""
-    select = _migration(PARK_MIGRATION).park_select(level)
+    select = _migration().park_select(level)
     async with db_pool.acquire() as conn:
         defined = await _columns(conn, select)
         table = await _columns(conn, f"SELECT * FROM park_rollup_{level}")
@@ -97,7 +101,7 @@ async def test_park_aggregate_values_equal_the_maintained_park_rollups(
 ) -> None:
     start = datetime(2026, 4, 3, 7, 55, tzinfo=UTC)
     readings = make_series(turbine_id, start, 900, step_s=1.1)
-    select = _migration(PARK_MIGRATION).park_select("10m")
+    select = _migration().park_select("10m")
     async with db_pool.acquire() as conn:
         await write_batch(conn, [accepted(r) for r in readings], [])
     async with db_pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
@@ -117,6 +121,51 @@ async def test_park_aggregate_values_equal_the_maintained_park_rollups(
         assert d["n"] == t["n"]
         assert d["turbines_reporting"] == t["turbines_reporting"]
         assert d["power_mean_sum"] == pytest.approx(t["power_mean_sum"], rel=1e-12)
+        assert d["energy_kwh"] == pytest.approx(t["energy_kwh"], rel=1e-12)
+        assert d["covered_s"] == pytest.approx(t["covered_s"], rel=1e-12)
+
+
+def _continuous_only_statements() -> list[str]:
+    """Every statement 0007 runs on the community license only, in its order."""
+    migration = _migration()
+    rollups_0002, parks_0005 = _migration("0002_rollups.py"), _migration("0005_park_rollups.py")
+    statements = []
+    source = None
+    for level in migration.LEVELS:
+        for name, select, policy in (
+            (f"rollup_{level}", migration.cagg_select(level, source), rollups_0002.POLICIES),
+            (f"park_rollup_{level}", migration.park_select(level), parks_0005.POLICIES),
+        ):
+            statements.append(select)
+            statements.append(migration.continuous_aggregate_sql(name, select))
+            statements.append(migration.continuous_policy_sql(name, *policy[level]))
+        source = f"rollup_{level}"
+    return statements
+
+
+async def test_every_continuous_only_statement_of_0007_is_prepared(db_pool: asyncpg.Pool) -> None:
+    """Prepared (parsed, typed and, but for DDL, planned), never executed: the SELECTs run
+    over the Apache tables of the same names, the policy calls are typed against the
+    extension's functions, and a wrong column or an untyped parameter fails here."""
+    statements = _continuous_only_statements()
+    assert len(statements) == 3 * 2 * len(rollups.LEVELS)
+    async with db_pool.acquire() as conn:
+        for sql in statements:
+            await conn.prepare(sql)
+
+
+def test_the_migration_sums_energy_as_the_ingest_does() -> None:
+    """0007 keeps its own copy of the energy expressions (a migration must not change
+    when the code does): they are the ones windpark.rollups writes with."""
+    migration = _migration()
+    from_readings = ", ".join(
+        f"{e} AS {c}"
+        for e, c in zip(rollups.ENERGY_EXPRESSIONS, rollups.ENERGY_COLUMNS, strict=True)
+    )
+    assert from_readings == migration.ENERGY_FROM_READINGS
+    assert rollups.hold_s_sql("x.ts", "x.next_ts", "t.max_hold_s") in " ".join(
+        migration.HOLDS_SQL.split()
+    )
 
 
 # Rebuild (``windpark backfill``) on both engines ----------------------------------------------

@@ -85,6 +85,7 @@ def test_binary_rows_hold_the_readings() -> None:
     assert {r["source"] for r in rows} == {"backfill"}
     assert {r["received_at"] for r in rows} == {RECEIVED}
     assert {r["quality_flags"] for r in rows} == {0}
+    assert {r.pop("held_s") for r in rows} == {0.0}  # no holds given: rebuild settles them
     assert any(r["setpoint_kw"] is None for r in rows)
     assert any(r["setpoint_kw"] is not None for r in rows)
     assert len({r["state"] for r in rows}) >= 3
@@ -140,10 +141,8 @@ async def test_backfill_copies_every_reading_in_batches() -> None:
     # Batches continue one simulation: the same rows as one block.
     whole = make_sim().simulate_block(START, 1235, 1.0).readings()
     key = lambda r: (r["ts"], r["turbine_id"])  # noqa: E731
-    trimmed = [
-        {k: v for k, v in r.items() if k not in ("source", "received_at", "quality_flags")}
-        for r in rows
-    ]
+    not_readings = ("source", "received_at", "quality_flags", "held_s")
+    trimmed = [{k: v for k, v in r.items() if k not in not_readings} for r in rows]
     got = sorted(trimmed, key=key)
     want = sorted((as_row(r) for r in whole), key=key)
     for a, b in zip(got, want, strict=True):
@@ -155,3 +154,17 @@ async def test_backfill_of_an_empty_range_writes_nothing() -> None:
     conn = FakeConnection()
     assert await backfill(conn, make_sim(), START, START, interval_s=1.0) == 0  # type: ignore[arg-type]
     assert conn.copies == []
+
+
+def test_rows_hold_the_interval_capped_at_each_turbines_max_hold() -> None:
+    sim = make_sim()
+    block = sim.simulate_block(START, 20, 10.0)
+    caps = {sim.turbine_ids[0]: 3.0, sim.turbine_ids[1]: 30.0}
+    held = [min(10.0, caps[t]) for t in sim.turbine_ids]
+    rows = decode_copy(
+        COPY_HEADER + encode_copy_rows(block, received_at=RECEIVED, held_s=held) + COPY_TRAILER
+    )
+    assert {(r["turbine_id"], r["held_s"]) for r in rows} == {
+        (sim.turbine_ids[0], 3.0),
+        (sim.turbine_ids[1], 10.0),
+    }

@@ -8,12 +8,16 @@ a worker thread while the server copies the current one.
 
 COPY does not skip rows that exist: backfill a range where the turbines have no readings
 (a conflict aborts the batch, and the caller's transaction if there is one).
+
+Each row carries its hold (``readings.held_s``, the energy rule of windpark.rollups): the
+interval, at most the turbine's ``max_hold_s``, which is right for every row but the last
+of each turbine; ``rollups.rebuild`` settles that one, and then updates nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
@@ -26,8 +30,8 @@ from windpark.storage import READING_COLUMNS
 
 SOURCE: Final = "backfill"
 TABLE: Final = "readings"
-# The binary rows are encoded in exactly the order of the ingest path's columns.
-COLUMNS: Final = READING_COLUMNS
+# The binary rows are encoded in exactly the order of the ingest path's columns, and the hold.
+COLUMNS: Final = (*READING_COLUMNS, "held_s")
 COPY_HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 COPY_TRAILER: Final = (-1).to_bytes(2, "big", signed=True)
 # timestamptz travels as microseconds since 2000-01-01 00:00 UTC.
@@ -50,11 +54,15 @@ def _row_dtype(id_bytes: int, state_bytes: int, *, with_setpoint: bool) -> np.dt
         fields.append(("setpoint_kw", ">f8"))
     fields += [("flags_len", ">i4"), ("flags", ">i4"), ("source_len", ">i4")]
     fields += [("source", f"S{len(SOURCE)}"), ("received_len", ">i4"), ("received_at", ">i8")]
+    fields += [("held_len", ">i4"), ("held_s", ">f8")]
     return np.dtype(fields)
 
 
-def encode_copy_rows(block: ReadingBlock, *, received_at: datetime) -> bytes:
-    """The block's rows in binary COPY format (without header and trailer), in ``COLUMNS``.
+def encode_copy_rows(
+    block: ReadingBlock, *, received_at: datetime, held_s: Sequence[float] | None = None
+) -> bytes:
+    """The block's rows in binary COPY format (without header and trailer), in ``COLUMNS``;
+    ``held_s``: each turbine's (column's) hold, 0 when not given.
 
     A row's layout depends on the lengths of its text fields and on whether it has a
     set-point, so rows are encoded in groups that share one; COPY does not care about
@@ -99,6 +107,8 @@ def encode_copy_rows(block: ReadingBlock, *, received_at: datetime) -> bytes:
                 out["source"] = SOURCE.encode()
                 out["received_len"] = 8
                 out["received_at"] = received_us
+                out["held_len"] = 8
+                out["held_s"] = held_s[column] if held_s is not None else 0.0
                 parts.append(out.tobytes())
     return b"".join(parts)
 
@@ -117,8 +127,12 @@ async def backfill(
     interval_s: float,
     batch_rows: int = 100_000,
     progress: Callable[[int, int], None] | None = None,
+    max_hold_s: Mapping[str, float] | None = None,
 ) -> int:
     """Write clean readings of every turbine of ``sim`` for [start, end) every ``interval_s``.
+
+    ``max_hold_s`` (turbine -> seconds, ``rollups.max_holds``) sets each row's hold;
+    without it rows hold nothing until ``rollups.rebuild`` settles them all.
 
     Returns the number of rows written. ``progress(rows_done, rows_total)`` is called
     after each batch. The simulator advances: it must not have simulated past ``start``.
@@ -133,11 +147,16 @@ async def backfill(
     turbines = len(sim.turbine_ids)
     total = steps * turbines
     per_batch = max(1, batch_rows // turbines)
+    held_s = (
+        [min(interval_s, max_hold_s[t]) for t in sim.turbine_ids]
+        if max_hold_s is not None
+        else None
+    )
 
     def encode_batch(first_step: int) -> tuple[bytes, int]:
         count = min(per_batch, steps - first_step)
         block = sim.simulate_block(from_ms(start_ms + first_step * interval_ms), count, interval_s)
-        rows = encode_copy_rows(block, received_at=datetime.now(UTC))
+        rows = encode_copy_rows(block, received_at=datetime.now(UTC), held_s=held_s)
         return COPY_HEADER + rows + COPY_TRAILER, len(block)
 
     written = 0
