@@ -6,8 +6,8 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Final
 
-from fastapi import HTTPException
-from pydantic import BeforeValidator, WithJsonSchema
+from fastapi import HTTPException, Query
+from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
 
 from services.aggregator.buckets import WindowError
 
@@ -44,6 +44,29 @@ Instant = Annotated[
     datetime,
     BeforeValidator(parse_instant),
     WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+# Row ids are bigint: a larger cursor would reach PostgreSQL and fail there (a 500).
+MAX_ID_CURSOR: Final = 2**63 - 1
+
+
+def check_id_cursor(value: str | None) -> str | None:
+    """A ``next_cursor`` of a page keyed by a bigint id: at most 2^63 - 1 (the pattern
+    below already makes it 1-19 digits)."""
+    if value is not None and int(value) > MAX_ID_CURSOR:
+        raise ValueError(f"cursor too large: at most {MAX_ID_CURSOR}, as next_cursor gives")
+    return value
+
+
+IdCursor = Annotated[
+    str | None,
+    Query(
+        pattern=r"^\d{1,19}$",
+        description=f"next_cursor of the previous page: digits, at most {MAX_ID_CURSOR}"
+        " (422 otherwise)",
+    ),
+    AfterValidator(check_id_cursor),
 ]
 
 

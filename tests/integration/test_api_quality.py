@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
+import pytest
 
 from tests.factories import accepted, make_series
 from tests.integration.test_api_reads import client, register  # noqa: F401 (fixture)
@@ -97,6 +98,22 @@ async def test_rejects_are_listed_with_their_bytes_newest_first_in_pages(
     )
     assert filtered.json()["rejects"] == []
     assert (await client.get("/v1/rejects", params={"reason": "nonsense"})).status_code == 422
+
+
+@pytest.mark.parametrize("path", ["/v1/rejects", "/v1/conflicts"])
+async def test_a_cursor_past_bigint_is_a_422_not_a_500(
+    client: httpx.AsyncClient,  # noqa: F811
+    path: str,
+) -> None:
+    """19 digits pass the pattern but can exceed the ids' bigint: refused before the query."""
+    largest = str(2**63 - 1)
+    assert (await client.get(path, params={"cursor": largest})).status_code == 200
+    answer = await client.get(path, params={"cursor": str(2**63)})
+    assert answer.status_code == 422, answer.text
+    [error] = answer.json()["detail"]
+    assert error["loc"] == ["query", "cursor"]
+    assert largest in error["msg"]
+    assert (await client.get(path, params={"cursor": "9" * 19})).status_code == 422
 
 
 async def test_power_curve_of_a_simulated_turbine_is_on_its_model(

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query
 
 from services.aggregator import quality, queries, schemas
 from services.aggregator.deps import ConnectionDep, SettingsDep
-from services.aggregator.params import Instant, query_error
+from services.aggregator.params import IdCursor, Instant, query_error
 from services.aggregator.routes.handlers import not_found, require_turbine
 from services.aggregator.routes.openapi import NOT_FOUND
 from windpark import power_curve
@@ -150,7 +150,7 @@ async def rejects(
     reason: Annotated[ReasonCode | None, Query(description="only rejects with this code")] = None,
     source: Annotated[Literal["amqp", "mqtt", "http"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(pattern=r"^\d{1,19}$")] = None,
+    cursor: IdCursor = None,
 ) -> schemas.RejectPage:
     start, end = await _window(conn, start, end, timedelta(days=7), settings.max_analysis_days)
     return await quality.fetch_rejects(
@@ -183,7 +183,7 @@ async def conflicts(
     end: To = None,
     turbine_id: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(pattern=r"^\d{1,19}$")] = None,
+    cursor: IdCursor = None,
 ) -> schemas.ConflictPage:
     start, end = await _window(conn, start, end, timedelta(days=7), settings.max_analysis_days)
     return await quality.fetch_conflicts(
