@@ -11,8 +11,11 @@ Revocation: each account has a ``token_version`` (migration 0008) that every tok
 carries as its ``ver`` claim. A change that should end the sessions already open (a new
 password or secret, other scopes, disabling) bumps it, and so does deletion (the row is
 gone), so the API refuses the old tokens at its next version check
-(``services/aggregator/revocation.py``). Upgrading a hash at login keeps the version:
-the secret is the same.
+(``services/aggregator/revocation.py``). Versions are drawn from one sequence for all
+accounts (``token_version_seq``): a deleted and re-created name gets a version no token
+of the old account carries. Upgrading a hash at login keeps the version: the secret is
+the same, and the upgrade is written only over the hash it verified, never over a
+password changed meanwhile.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ SCOPE_DESCRIPTIONS: Final = {
 NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 # Longer inputs are not hashed at all (Argon2 would, slowly): nobody's password is this long.
 MAX_SECRET_CHARS: Final = 1024
+
+# Migration 0008: the one source of token versions, for users and clients alike.
+VERSIONS_SEQUENCE: Final = "token_version_seq"
 
 HASHER: Final = PasswordHash([Argon2Hasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)])
 
@@ -182,14 +188,30 @@ async def _list(conn: Connection, table: _Table) -> list[Account]:
     return [_account(r, table) for r in rows]
 
 
-async def _set(
-    conn: Connection, table: _Table, name: str, column: str, value: object, *, revoke: bool = True
-) -> bool:
-    """Set one column of one account; False when there is no such account. ``revoke``
-    bumps its token version, so the tokens issued before stop working."""
-    bump = ", token_version = token_version + 1" if revoke else ""
+async def _set(conn: Connection, table: _Table, name: str, column: str, value: object) -> bool:
+    """Set one column of one account and bump its token version, so the tokens issued
+    before stop working; False when there is no such account."""
+    # A fresh value of the shared sequence, never a +1: see the module docstring.
     status = await conn.execute(
-        f"UPDATE {table.name} SET {column} = $2{bump} WHERE {table.key} = $1", name, value
+        f"UPDATE {table.name} SET {column} = $2,"
+        f" token_version = nextval('{VERSIONS_SEQUENCE}') WHERE {table.key} = $1",
+        name,
+        value,
+    )
+    return status == "UPDATE 1"
+
+
+async def _rehash(conn: Connection, table: _Table, name: str, verified: str, new: str) -> bool:
+    """Replace the hash ``verified`` was checked against by ``new`` (the same secret under
+    stronger parameters; the version stays). False, and nothing written, when the stored
+    hash is no longer ``verified``: the password or secret changed since it was read, and
+    the new one must stay."""
+    status = await conn.execute(
+        f"UPDATE {table.name} SET {table.hash_column} = $3"
+        f" WHERE {table.key} = $1 AND {table.hash_column} = $2",
+        name,
+        verified,
+        new,
     )
     return status == "UPDATE 1"
 
@@ -228,9 +250,12 @@ async def set_user_password(conn: Connection, username: str, password_hash: str)
     return await _set(conn, _USERS, username, _USERS.hash_column, password_hash)
 
 
-async def rehash_user_password(conn: Connection, username: str, password_hash: str) -> bool:
-    """The same password under stronger hash parameters: its tokens stay valid."""
-    return await _set(conn, _USERS, username, _USERS.hash_column, password_hash, revoke=False)
+async def rehash_user_password(
+    conn: Connection, username: str, verified_hash: str, password_hash: str
+) -> bool:
+    """The same password under stronger hash parameters: its tokens stay valid. Written
+    only if the stored hash is still ``verified_hash`` (the one the login checked)."""
+    return await _rehash(conn, _USERS, username, verified_hash, password_hash)
 
 
 async def set_user_scopes(conn: Connection, username: str, scopes: Iterable[Scope]) -> bool:
@@ -284,8 +309,11 @@ async def set_client_secret(conn: Connection, client_id: str, secret_hash: str) 
     return await _set(conn, _CLIENTS, client_id, _CLIENTS.hash_column, secret_hash)
 
 
-async def rehash_client_secret(conn: Connection, client_id: str, secret_hash: str) -> bool:
-    return await _set(conn, _CLIENTS, client_id, _CLIENTS.hash_column, secret_hash, revoke=False)
+async def rehash_client_secret(
+    conn: Connection, client_id: str, verified_hash: str, secret_hash: str
+) -> bool:
+    """As ``rehash_user_password``, for a client secret."""
+    return await _rehash(conn, _CLIENTS, client_id, verified_hash, secret_hash)
 
 
 async def set_client_scopes(conn: Connection, client_id: str, scopes: Iterable[Scope]) -> bool:

@@ -152,12 +152,15 @@ class LoginService:
             return False
         if new_hash is not None:
             # Stored with older parameters: keep the stronger hash from now on (the same
-            # secret, so the account's tokens stay valid).
+            # secret, so the account's tokens stay valid). Only over the hash verified
+            # here: a password changed meanwhile is left as it is.
+            rehash = (
+                credentials.rehash_user_password
+                if table == "user"
+                else credentials.rehash_client_secret
+            )
             async with self.pool.acquire() as conn:
-                if table == "user":
-                    await credentials.rehash_user_password(conn, account.name, new_hash)
-                else:
-                    await credentials.rehash_client_secret(conn, account.name, new_hash)
+                await rehash(conn, account.name, account.secret_hash, new_hash)
         return True
 
     def _issue(

@@ -8,11 +8,15 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any, cast
 
 import asyncpg
 import httpx
+import jwt
 import pytest
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
 
 from services.aggregator.config import Settings
 from services.aggregator.revocation import TokenVersions
@@ -108,10 +112,60 @@ async def test_a_new_password_gives_tokens_that_work(
     fresh = answer.json()["access_token"]
     assert (await http.get("/v1/turbines", headers=bearer(fresh))).status_code == 200
     async with db_pool.acquire() as conn:
-        version = await conn.fetchval(
+        fresh_version = await conn.fetchval(
             "SELECT token_version FROM api_users WHERE username = $1", name
         )
-    assert version == 2
+    assert tokens_version(fresh) == fresh_version != tokens_version(old_token)
+
+
+def tokens_version(token: str) -> int:
+    """The ``ver`` claim of a token (signature not checked: the API checks it)."""
+    version: int = jwt.decode(token, options={"verify_signature": False})["ver"]
+    return version
+
+
+async def test_a_re_created_account_does_not_revive_the_old_ones_tokens(
+    http: httpx.AsyncClient, db_pool: asyncpg.Pool
+) -> None:
+    """Delete then add the same name (how an admin resets an account): the new account's
+    version is one the old account's tokens never carried, so they stay refused, and
+    their scopes (from their claims) with them."""
+    name, _, user_token = await _user_token(http, db_pool)
+    client = await create_api_client(db_pool, Scope.ADMIN)
+    client_token = await request_token(http, client)
+    old_tokens = (user_token, client_token)
+    for token in old_tokens:
+        assert (await http.get("/v1/turbines", headers=bearer(token))).status_code == 200
+    await asyncio.to_thread(windpark_cli, "users", "delete", name)
+    await asyncio.to_thread(windpark_cli, "clients", "delete", client.client_id)
+    for token in old_tokens:
+        await _refused_after_s(http, token)
+
+    secret = credentials.new_secret()
+    hashed = await asyncio.to_thread(credentials.hash_secret, secret)
+    async with db_pool.acquire() as conn:
+        assert await credentials.add_user(conn, name, hashed, [Scope.TELEMETRY_READ])
+        assert await credentials.add_client(conn, client.client_id, hashed, [Scope.TELEMETRY_READ])
+    answer = await _login(http, name, secret)
+    assert answer.status_code == 200, answer.text
+    new_tokens = (
+        answer.json()["access_token"],
+        await request_token(http, replace(client, client_secret=secret)),
+    )
+    for old, new in zip(old_tokens, new_tokens, strict=True):
+        # Once the API has read the re-created account (its new token passes), the old
+        # account's token must still be refused.
+        await _accepted_within_s(http, new, MAX_AGE_S + SLACK_S)
+        assert (await http.get("/v1/turbines", headers=bearer(old))).status_code == 401
+        assert tokens_version(new) != tokens_version(old)
+
+
+async def _accepted_within_s(http: httpx.AsyncClient, token: str, deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    while (status := (await http.get("/v1/turbines", headers=bearer(token))).status_code) != 200:
+        assert status == 401, status
+        assert time.monotonic() < deadline, "the re-created account's token is still refused"
+        await asyncio.sleep(0.05)
 
 
 async def test_the_cache_answers_for_max_age_then_reads_again(db_pool: asyncpg.Pool) -> None:
@@ -131,18 +185,78 @@ async def test_the_cache_answers_for_max_age_then_reads_again(db_pool: asyncpg.P
     versions = TokenVersions(
         cast(asyncpg.Pool, CountingPool()), max_age_s=2.0, clock=lambda: now[0]
     )
-    answers = await asyncio.gather(*(versions.is_current(subject, 1) for _ in range(50)))
+    async with db_pool.acquire() as conn:
+        first = await credentials.live_token_version(conn, subject)
+    assert first is not None
+    answers = await asyncio.gather(*(versions.is_current(subject, first) for _ in range(50)))
     assert all(answers)
     assert acquired == 1
     async with db_pool.acquire() as conn:
         await credentials.set_user_disabled(conn, name, True)
     now[0] += 1.9  # within the age: the cached answer
-    assert await versions.is_current(subject, 1)
+    assert await versions.is_current(subject, first)
     assert acquired == 1
     now[0] += 0.2  # past it: read again, and refused
-    assert not await versions.is_current(subject, 1)
+    assert not await versions.is_current(subject, first)
     async with db_pool.acquire() as conn:
-        await credentials.set_user_disabled(conn, name, False)  # enabled again: version 3
+        await credentials.set_user_disabled(conn, name, False)  # enabled again: a new version
+        enabled = await credentials.live_token_version(conn, subject)
+    assert enabled is not None
+    assert enabled > first
     now[0] += 2.1
-    assert not await versions.is_current(subject, 1)
-    assert await versions.is_current(subject, 3)
+    assert not await versions.is_current(subject, first)
+    assert await versions.is_current(subject, enabled)
+
+
+ACCOUNT_KINDS = {
+    "user": (
+        credentials.add_user,
+        credentials.get_user,
+        credentials.set_user_password,
+        credentials.rehash_user_password,
+    ),
+    "client": (
+        credentials.add_client,
+        credentials.get_client,
+        credentials.set_client_secret,
+        credentials.rehash_client_secret,
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", ACCOUNT_KINDS)
+async def test_a_late_rehash_does_not_undo_a_new_password(db_pool: asyncpg.Pool, kind: str) -> None:
+    """A login verified the old password (hashed with older parameters) and computed its
+    upgrade; meanwhile the password was changed. The upgrade, written late, must not
+    bring the old password back."""
+    weak = PasswordHash([Argon2Hasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)])
+    old_secret, new_secret = credentials.new_secret(), credentials.new_secret()
+    old_hash = weak.hash(old_secret)
+    name = f"rehash-{uuid.uuid4().hex[:10]}"
+    add, get, change, rehash = cast(Any, ACCOUNT_KINDS[kind])
+    async with db_pool.acquire() as conn:
+        assert await add(conn, name, old_hash, [Scope.TELEMETRY_READ])
+    ok, upgraded = credentials.verify(old_secret, old_hash)
+    assert ok
+    assert upgraded is not None  # the weak parameters do ask for an upgrade
+    async with db_pool.acquire() as conn:
+        assert await change(conn, name, credentials.hash_secret(new_secret))
+        assert not await rehash(conn, name, old_hash, upgraded)
+        account = await get(conn, name)
+    assert account is not None
+    assert credentials.verify(new_secret, account.secret_hash)[0]
+    assert not credentials.verify(old_secret, account.secret_hash)[0]
+
+    # Over the hash it verified, the upgrade is written (and the version kept).
+    async with db_pool.acquire() as conn:
+        assert await change(conn, name, weak.hash(new_secret))
+        current = await get(conn, name)
+        assert current is not None
+        ok, upgraded = credentials.verify(new_secret, current.secret_hash)
+        assert ok
+        assert upgraded is not None
+        assert await rehash(conn, name, current.secret_hash, upgraded)
+        after = await get(conn, name)
+    assert after is not None
+    assert after.secret_hash == upgraded
+    assert after.token_version == current.token_version
