@@ -218,9 +218,13 @@ class ApiAuthSettings(BaseModel):
     token_ttl_s: Annotated[int, Field(ge=60, le=3600)] = 900
     # Clock difference tolerated between this API and whoever checks exp and iat.
     leeway_s: Annotated[int, Field(ge=0, le=300)] = 30
-    # Failed logins within the window, before 429: per user name or client id (from any
-    # address), and per client address (over every name): services/aggregator/login_limits.
+    # Failed logins within the window, before 429 (services/aggregator/login_limits): per
+    # user name or client id from one address (small: stops guessing one password), per
+    # name from all addresses together (larger: a bound on a distributed guess that one
+    # address alone cannot reach, so it cannot lock the name out for everyone), and per
+    # address over every name (stops spraying).
     login_max_failures: Annotated[int, Field(ge=1)] = 10
+    login_max_failures_per_account: Annotated[int, Field(ge=1)] = 100
     login_max_failures_per_address: Annotated[int, Field(ge=1)] = 100
     login_window_s: Annotated[int, Field(ge=1)] = 60
     # How long the API trusts what it read of an account's token version: the longest a

@@ -75,8 +75,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ring = KeyRing.from_settings(settings.api)
     token_policy = TokenPolicy.from_settings(settings.api)
     login_limits = LoginLimits(
-        accounts=FailureLimiter(
+        pairs=FailureLimiter(
             max_failures=settings.api.login_max_failures,
+            window_s=settings.api.login_window_s,
+            clock=time.monotonic,
+        ),
+        accounts=FailureLimiter(
+            max_failures=settings.api.login_max_failures_per_account,
             window_s=settings.api.login_window_s,
             clock=time.monotonic,
         ),

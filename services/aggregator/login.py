@@ -3,8 +3,9 @@
 OAuth2 (RFC 6749): ``grant_type=password`` for people, ``client_credentials`` for
 machines. Errors follow its section 5.2 (``invalid_grant`` and ``invalid_request`` are
 400, ``invalid_client`` is 401); every failed check counts against the user name (or
-client id) and the client address, and the next attempt past the limit is refused
-before any hash is computed.
+client id) from that address, the name from all addresses, and the address
+(``login_limits``), and the next attempt past a limit is refused before any hash is
+computed.
 """
 
 from __future__ import annotations

@@ -1,12 +1,24 @@
-"""Failed logins counted per account and per client address, separately, in a sliding window.
+"""Failed logins counted per account and address pair, per account, and per address, in a
+sliding window.
 
-Two counters with two limits (OWASP's authentication cheat sheet): per account (user
-name or client id, from any address) a small one, which stops guessing one account's
-password; per address a larger one, which stops one address from spraying guesses over
-many accounts. An address that guesses one name is stopped by that name's limit long
-before it reaches its own: the other users behind the same address (a NAT, an office)
-keep logging in with their right passwords. A refused attempt is not counted, so
-hammering a blocked account does not push its address towards the address limit.
+Three counters with three limits (OWASP's authentication cheat sheet: throttle per
+account and per address separately):
+
+- per (account, address) pair a small one (10): one address guessing one account's
+  password is stopped there, and only that address is;
+- per account (user name or client id) from all addresses together a much larger one
+  (100): a guess spread over many addresses still meets a bound, while one address,
+  held at the pair limit, cannot reach it: guessing the name ``admin`` from one place
+  no longer locks the admin out everywhere. The price: a distributed guess gets up to
+  that many tries per window at one account, and one with at least limit/10 addresses
+  can still lock that account out for everyone (its right password answers 429 until
+  the window moves);
+- per address over every account a larger one (100): one address spraying guesses over
+  many names is stopped.
+
+An address that guesses one name is stopped by the pair's limit long before it reaches
+its own: the other users behind the same address (a NAT, an office) keep logging in. A
+refused attempt is not counted, so hammering a blocked pair adds nothing anywhere.
 
 In memory, per process: with N API processes (uvicorn workers, replicas) an attacker
 gets N times the allowance. Enough for one process behind a single-node deployment;
@@ -101,32 +113,45 @@ class FailureLimiter:
 
 
 class LoginLimits:
-    """The per-account and the per-address counter, each with its own limit."""
+    """The pair, the account and the address counter, each with its own limit."""
 
-    def __init__(self, *, accounts: FailureLimiter, addresses: FailureLimiter) -> None:
+    def __init__(
+        self, *, pairs: FailureLimiter, accounts: FailureLimiter, addresses: FailureLimiter
+    ) -> None:
+        self.pairs = pairs
         self.accounts = accounts
         self.addresses = addresses
+
+    def _keyed(self, account: str, address: str) -> tuple[tuple[FailureLimiter, str], ...]:
+        return (
+            (self.pairs, _pair_key(account, address)),
+            (self.accounts, account),
+            (self.addresses, address),
+        )
 
     def retry_after_s(self, account: str, address: str) -> int | None:
         waits = [
             wait
-            for wait in (
-                self.accounts.retry_after_s([account]),
-                self.addresses.retry_after_s([address]),
-            )
-            if wait is not None
+            for limiter, key in self._keyed(account, address)
+            if (wait := limiter.retry_after_s([key])) is not None
         ]
         return max(waits) if waits else None
 
     def record_failure(self, account: str, address: str) -> None:
-        self.accounts.record_failure([account])
-        self.addresses.record_failure([address])
+        for limiter, key in self._keyed(account, address):
+            limiter.record_failure([key])
 
     def succeeded(self, account: str, address: str) -> None:
-        """A login that was counted as a failure in advance succeeded: the account starts
-        afresh, the address gets back the one failure it was charged."""
-        self.accounts.forget(account)
+        """A login that was counted as a failure in advance succeeded: the pair starts
+        afresh (that address knows the secret); the account and the address get back the
+        one failure they were charged, and keep the others (an attacker's elsewhere)."""
+        self.pairs.forget(_pair_key(account, address))
+        self.accounts.withdraw(account)
         self.addresses.withdraw(address)
+
+
+def _pair_key(account: str, address: str) -> str:
+    return f"{account} {address}"
 
 
 def user_key(username: str) -> str:

@@ -508,37 +508,65 @@ async def one_app(settings: Settings | None = None) -> AsyncIterator[Any]:
         yield client
 
 
-async def test_the_11th_failed_login_of_a_user_answers_429(db_pool: asyncpg.Pool) -> None:
+async def test_the_11th_failed_login_of_a_user_from_one_address_answers_429(
+    db_pool: asyncpg.Pool,
+) -> None:
     name, password = await _add_user(db_pool, Scope.TELEMETRY_READ)
     async with one_app() as client:
-        # Ten addresses: only the per-user count can stop the eleventh attempt.
-        for _ in range(10):
-            async with client(unique_address()) as http:
-                assert (await _fail_login(http, name)).status_code == 400
-        async with client(unique_address()) as http:
-            # The right password, too late: refused before it is even checked.
-            answer = await http.post(
-                "/v1/token",
-                data={"grant_type": "password", "username": name, "password": password},
-            )
+        async with client(unique_address()) as guesser:
+            for _ in range(10):
+                assert (await _fail_login(guesser, name)).status_code == 400
+            # The right password, too late from there: refused before it is even checked.
+            answer = await _login(guesser, name, password)
             assert answer.status_code == 429, answer.text
             assert 1 <= int(answer.headers["retry-after"]) <= 60
             assert "too many failed logins" in answer.json()["detail"]
             # Another user from the same address is not affected.
             other, other_password = await _add_user(db_pool, Scope.TELEMETRY_READ)
-            fine = await http.post(
-                "/v1/token",
-                data={"grant_type": "password", "username": other, "password": other_password},
-            )
-            assert fine.status_code == 200
+            assert (await _login(guesser, other, other_password)).status_code == 200
+        # Nor is the user elsewhere: guessing a name from one place does not lock it out.
+        async with client(unique_address()) as elsewhere:
+            answer = await _login(elsewhere, name, password)
+            assert answer.status_code == 200, answer.text
 
 
-async def test_a_burst_of_parallel_guesses_gets_no_more_than_the_limit(
+def account_limit(failures: int) -> Settings:
+    """The app's settings with a per-account limit (over all addresses) of ``failures``
+    (100 by default): a test reaches it without a hundred Argon2 checks."""
+    api = Settings().api.model_copy(update={"login_max_failures_per_account": failures})
+    return Settings(api=api)
+
+
+async def test_a_guess_spread_over_addresses_meets_the_per_account_limit(
     db_pool: asyncpg.Pool,
 ) -> None:
+    name, password = await _add_user(db_pool, Scope.TELEMETRY_READ)
+    async with one_app(account_limit(15)) as client:
+        # Five addresses, three guesses each: none near the pair limit (10).
+        for _ in range(5):
+            async with client(unique_address()) as http:
+                for _ in range(3):
+                    assert (await _fail_login(http, name)).status_code == 400
+        # From an address that never failed, the right password answers 429: only the
+        # per-account bound refuses it.
+        async with client(unique_address()) as fresh:
+            assert (await _login(fresh, name, password)).status_code == 429
+            other, other_password = await _add_user(db_pool, Scope.TELEMETRY_READ)
+            assert (await _login(fresh, other, other_password)).status_code == 200
+
+
+@pytest.mark.parametrize("spread", ["one address", "thirty addresses"])
+async def test_a_burst_of_parallel_guesses_gets_no_more_than_the_limit(
+    db_pool: asyncpg.Pool, spread: str
+) -> None:
     name, _ = await _add_user(db_pool, Scope.TELEMETRY_READ)
-    async with one_app() as client:
-        https = [client(unique_address()) for _ in range(30)]
+    # From one address the pair limit (10) holds; from thirty, the per-account one.
+    async with one_app(account_limit(10)) as client:
+        if spread == "one address":
+            addresses = [unique_address()] * 30
+        else:
+            addresses = [unique_address() for _ in range(30)]
+        https = [client(address) for address in addresses]
         try:
             answers = await asyncio.gather(*(_fail_login(http, name) for http in https))
         finally:
@@ -548,25 +576,27 @@ async def test_a_burst_of_parallel_guesses_gets_no_more_than_the_limit(
     assert statuses == [400] * 10 + [429] * 20
 
 
-async def test_the_11th_failed_client_login_answers_429(db_pool: asyncpg.Pool) -> None:
+async def test_the_11th_failed_client_login_from_one_address_answers_429(
+    db_pool: asyncpg.Pool,
+) -> None:
     client_creds = await create_api_client(db_pool, Scope.TELEMETRY_READ)
     wrong = ApiClientCredentials(client_creds.client_id, "not-the-secret")
+
+    async def grant(http: httpx.AsyncClient, creds: ApiClientCredentials) -> int:
+        answer = await http.post(
+            "/v1/token",
+            data={"grant_type": "client_credentials"},
+            auth=(creds.client_id, creds.client_secret),
+        )
+        return answer.status_code
+
     async with one_app() as client:
-        for _ in range(10):
-            async with client(unique_address()) as http:
-                answer = await http.post(
-                    "/v1/token",
-                    data={"grant_type": "client_credentials"},
-                    auth=(wrong.client_id, wrong.client_secret),
-                )
-                assert answer.status_code == 401
-        async with client(unique_address()) as http:
-            answer = await http.post(
-                "/v1/token",
-                data={"grant_type": "client_credentials"},
-                auth=(client_creds.client_id, client_creds.client_secret),
-            )
-            assert answer.status_code == 429
+        async with client(unique_address()) as guesser:
+            for _ in range(10):
+                assert await grant(guesser, wrong) == 401
+            assert await grant(guesser, client_creds) == 429
+        async with client(unique_address()) as elsewhere:
+            assert await grant(elsewhere, client_creds) == 200
 
 
 def address_limit(failures: int) -> Settings:

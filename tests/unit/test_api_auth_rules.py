@@ -94,35 +94,57 @@ def test_limiter_blocks_the_attempt_after_max_failures_until_the_window_passes()
     assert limiter.retry_after_s(["addr:10.0.0.2"]) is None
 
 
-def test_an_address_guessing_one_name_is_stopped_by_that_names_limit_not_its_own() -> None:
-    now = [0.0]
-
+def _limits(
+    now: list[float], *, pairs: int = 10, accounts: int = 100, addresses: int = 100
+) -> LoginLimits:
     def limiter(max_failures: int) -> FailureLimiter:
         return FailureLimiter(max_failures=max_failures, window_s=60, clock=lambda: now[0])
 
-    limits = LoginLimits(accounts=limiter(10), addresses=limiter(100))
+    return LoginLimits(
+        pairs=limiter(pairs), accounts=limiter(accounts), addresses=limiter(addresses)
+    )
+
+
+def test_an_address_guessing_one_name_is_stopped_by_the_pairs_limit_alone() -> None:
+    limits = _limits([0.0])
     attempts = 0
-    while limits.retry_after_s("user:bob", "addr:10.0.0.1") is None:
-        limits.record_failure("user:bob", "addr:10.0.0.1")
+    while limits.retry_after_s("user:admin", "addr:10.0.0.1") is None:
+        limits.record_failure("user:admin", "addr:10.0.0.1")
         attempts += 1
     assert attempts == 10
     # Refused attempts are not counted: the address stays far from its own limit, and
-    # every other name from it is let through.
-    assert limits.retry_after_s("user:admin", "addr:10.0.0.1") is None
-    assert limits.retry_after_s("user:bob", "addr:10.9.9.9") == 60  # bob: from anywhere
+    # every other name from it is let through ...
+    assert limits.retry_after_s("user:bob", "addr:10.0.0.1") is None
+    # ... and the name itself is not locked out elsewhere: its owner logs in from
+    # anywhere else.
+    assert limits.retry_after_s("user:admin", "addr:10.9.9.9") is None
+
+
+def test_a_guess_spread_over_many_addresses_meets_the_accounts_own_bound() -> None:
+    limits = _limits([0.0], accounts=25)
+    for i in range(25):
+        address = f"addr:10.0.1.{i}"
+        assert limits.retry_after_s("user:admin", address) is None
+        limits.record_failure("user:admin", address)
+    # From an address that never failed, the right password too waits: the one bound
+    # left, the account's across all addresses.
+    assert limits.retry_after_s("user:admin", "addr:10.9.9.9") == 60
+    assert limits.retry_after_s("user:bob", "addr:10.9.9.9") is None
+    # A success takes back its own charge only: the attacker's other failures stay.
+    limits.succeeded("user:admin", "addr:10.0.1.0")
+    assert limits.retry_after_s("user:admin", "addr:10.9.9.9") is None
+    limits.record_failure("user:admin", "addr:10.0.1.0")
+    assert limits.retry_after_s("user:admin", "addr:10.9.9.9") == 60
 
 
 def test_an_address_spraying_many_names_reaches_the_address_limit() -> None:
-    limits = LoginLimits(
-        accounts=FailureLimiter(max_failures=10, window_s=60, clock=lambda: 0.0),
-        addresses=FailureLimiter(max_failures=100, window_s=60, clock=lambda: 0.0),
-    )
+    limits = _limits([0.0])
     for i in range(100):
         assert limits.retry_after_s(f"user:n{i}", "addr:10.0.0.1") is None
         limits.record_failure(f"user:n{i}", "addr:10.0.0.1")
     assert limits.retry_after_s("user:admin", "addr:10.0.0.1") == 60
     assert limits.retry_after_s("user:admin", "addr:10.0.0.2") is None
-    # A success gives back its one advance charge to the address, and clears the name.
+    # A success gives back its one advance charge to the address, and clears the pair.
     limits.succeeded("user:n0", "addr:10.0.0.1")
     assert limits.retry_after_s("user:admin", "addr:10.0.0.1") is None
 
