@@ -17,6 +17,7 @@ import asyncpg
 from pydantic import Field
 
 from windpark import registry, rollups
+from windpark.bootstrap import PARK_HOLD_INTERVALS
 from windpark.settings import DatabaseSettings, WindparkSettings
 from windpark.simulation import ParkSimulator, SimTurbine, Site
 from windpark.simulation.backfill import backfill
@@ -109,6 +110,21 @@ async def run_backfill(*, days: float, interval_s: float, seed: int | None, end:
                 file=sys.stderr,
             )
             return 2
+        max_hold_s = await rollups.max_holds(conn, list(park))
+        too_short = sorted(t for t, hold in max_hold_s.items() if interval_s > hold)
+        if too_short:
+            # Each reading would stand for only its max hold of the interval: energy and
+            # coverage would come out short, without a word.
+            first = too_short[0]
+            print(
+                f"windpark: --interval {interval_s:g} s is longer than the max hold of"
+                f" {', '.join(too_short)} ({max_hold_s[first]:g} s): their energy and coverage"
+                f" would count only {max_hold_s[first]:g} s of every {interval_s:g} s. Raise"
+                f" it first, e.g. `windpark turbines set {first} --max-hold-s"
+                f" {PARK_HOLD_INTERVALS * interval_s:g}`, or backfill at a shorter --interval",
+                file=sys.stderr,
+            )
+            return 2
         simulator = ParkSimulator(
             [SimTurbine(turbine_id=t.turbine_id, model=t.model) for t in park.values()],
             Site(mean_wind_ms=settings.site_mean_wind_ms),
@@ -128,7 +144,7 @@ async def run_backfill(*, days: float, interval_s: float, seed: int | None, end:
             until,
             interval_s=interval_s,
             progress=ProgressBar(),
-            max_hold_s=await rollups.max_holds(conn, list(park)),
+            max_hold_s=max_hold_s,
         )
         copied = time.monotonic() - started
         print("rebuilding the rollups of that range", file=sys.stderr)

@@ -36,6 +36,9 @@ class SetupSettings(WindparkSettings):
     admin_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     park_size: int = Field(default=10, ge=0)
     turbine_model: str = DEFAULT_MODEL
+    # The generators' reading interval (WINDPARK_INTERVAL_S, as services/generator reads
+    # it): the park's turbines are registered with three of them as their max hold.
+    interval_s: float = Field(default=1.0, gt=0, le=3600)
     # Local and test only: the API's JWT key file and `admin` user (credentials_setup.py).
     api: ApiAuthSettings = ApiAuthSettings()
     # psql users' read-only role (docs/analytics.md); no password: local trust only.
@@ -89,12 +92,23 @@ async def drop_database(settings: SetupSettings) -> None:
         await admin.close()
 
 
+# A reading holds for up to this many reading intervals: one missed reading is bridged,
+# a longer gap is not.
+PARK_HOLD_INTERVALS = 3
+
+
 async def register_park(settings: SetupSettings) -> int:
+    """Register the park's turbines (those already registered are left as they are)."""
     conn = await asyncpg.connect(settings.db.dsn())
     try:
         added = 0
         for turbine_id in registry.park_turbine_ids(settings.park_size):
-            added += await registry.add_turbine(conn, turbine_id, model=settings.turbine_model)
+            added += await registry.add_turbine(
+                conn,
+                turbine_id,
+                model=settings.turbine_model,
+                max_hold_s=PARK_HOLD_INTERVALS * settings.interval_s,
+            )
         return added
     finally:
         await conn.close()

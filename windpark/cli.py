@@ -88,8 +88,30 @@ def _turbines_add(args: argparse.Namespace) -> int:
     from windpark.turbines_cli import add
 
     return asyncio.run(
-        add(args.turbine_id, model=args.model, name=args.name, rotate=args.rotate_credentials)
+        add(
+            args.turbine_id,
+            model=args.model,
+            name=args.name,
+            rotate=args.rotate_credentials,
+            max_hold_s=args.max_hold_s,
+        )
     )
+
+
+def _turbines_set(args: argparse.Namespace) -> int:
+    from windpark.turbines_cli import set_turbine
+
+    return asyncio.run(set_turbine(args.turbine_id, max_hold_s=args.max_hold_s))
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"{text} s: must be more than 0")
+    return value
 
 
 def _turbines_list(_args: argparse.Namespace) -> int:
@@ -257,6 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="issue a new broker password (the old one stops working at the next login)",
     )
+    max_hold_help = (
+        "longest time one reading may stand for in the energy and coverage; at least the"
+        " turbine's reading interval (default 3 s: three 1 s intervals)"
+    )
+    p.add_argument("--max-hold-s", type=_positive_seconds, default=None, help=max_hold_help)
+    p = tsub.add_parser("set", help="change a registered turbine's settings")
+    p.set_defaults(handler=_turbines_set)
+    p.add_argument("turbine_id")
+    p.add_argument("--max-hold-s", type=_positive_seconds, required=True, help=max_hold_help)
     p = tsub.add_parser("list", help="list registered turbines")
     p.set_defaults(handler=_turbines_list)
 

@@ -69,6 +69,8 @@ AVAILABLE_PREDICATE: Final = "state NOT IN ('fault', 'maintenance')"
 # across buckets): at a bucket edge the error is at most one hold, and the next
 # bucket's first hold comes back the other way.
 ENERGY_COLUMNS: Final = ("energy_kwh", "covered_s")
+# ``turbines.max_hold_s`` of a turbine registered without one (migration 0007's default).
+DEFAULT_MAX_HOLD_S: Final = 3.0
 ENERGY_EXPRESSIONS: Final = ("sum(power_kw * held_s) / 3600.0", "sum(held_s)")
 
 
@@ -163,6 +165,7 @@ def holds_ctes(source: str) -> str:
     inserts between them until the commit.
     """
     stored = "turbine_id, ts, power_kw, held_s"
+    max_hold = f"coalesce(t.max_hold_s, {DEFAULT_MAX_HOLD_S})"
     return f"""
 , span AS (
     SELECT turbine_id, min(ts) AS lo, max(ts) AS hi FROM {source} GROUP BY turbine_id
@@ -181,13 +184,15 @@ def holds_ctes(source: str) -> str:
         SELECT {stored} FROM readings r
         WHERE r.turbine_id = s.turbine_id AND r.ts > s.hi ORDER BY r.ts LIMIT 1) n
 ), holds AS (
-    SELECT k.turbine_id, k.ts, {hold_s_sql("k.ts", "k.next_ts", "t.max_hold_s")} AS held_s
+    SELECT k.turbine_id, k.ts, {hold_s_sql("k.ts", "k.next_ts", max_hold)} AS held_s
     FROM (
         SELECT turbine_id, ts, lead(ts) OVER (PARTITION BY turbine_id ORDER BY ts) AS next_ts
         FROM (SELECT turbine_id, ts FROM neighbours
               UNION SELECT turbine_id, ts FROM {source}) keys
     ) k
-    JOIN turbines t USING (turbine_id)
+    -- LEFT: a reading of an unregistered turbine keeps its row here, so that its
+    -- insert fails on the readings' foreign key instead of being silently left out.
+    LEFT JOIN turbines t USING (turbine_id)
 )"""
 
 

@@ -17,6 +17,7 @@ conflict, not a duplicate, and the second is kept with its bytes in
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,8 @@ import orjson
 from windpark import contract, rollups
 from windpark.contract import Reading
 from windpark.db import Connection
+
+log = logging.getLogger(__name__)
 
 Source = Literal["amqp", "mqtt", "http", "backfill"]
 
@@ -92,6 +95,8 @@ class BatchResult:
     conflicts: int = 0
     rejected: int = 0
     inserted_keys: set[tuple[str, datetime]] = field(default_factory=set)
+    # Community license: the refresh after the commit failed (the readings are stored).
+    refresh_failed: bool = False
 
 
 def payload_dedup_key(source: str, payload: bytes) -> str:
@@ -213,8 +218,25 @@ async def write_batch(
             # Last before the commit: it holds the park buckets' locks until then.
             await rollups.refresh_park(conn, list(touched_ts))
     if touched_ts and rollup_engine == "timescaledb":  # after the commit
-        await rollups.refresh_stale(conn, list(touched_ts))
+        result.refresh_failed = not await _refresh_after_commit(conn, list(touched_ts))
     return result
+
+
+async def _refresh_after_commit(conn: Connection, touched_ts: list[datetime]) -> bool:
+    """Refresh the materialized buckets the committed batch touched; False if it failed.
+
+    It never raises: the readings are committed, and an exception here would make the
+    caller write the batch again (every reading then a duplicate) with the refresh still
+    undone. The buckets stay stale until their refresh policy reaches them."""
+    try:
+        await rollups.refresh_stale(conn, touched_ts)
+    except Exception:  # any failure: the data is committed either way
+        log.exception(
+            "refreshing the continuous aggregates after a committed batch failed;"
+            " its buckets stay stale until the refresh policies run"
+        )
+        return False
+    return True
 
 
 # The fields that make two readings of one key "the same reading". Not the quality
@@ -267,6 +289,18 @@ RETURNING dedup_key
 """
 
 
+class UnfiledReadingError(RuntimeError):
+    """An accepted reading the insert neither stored nor found stored or kept: it would
+    otherwise be lost, or misfiled as a conflict with every field differing."""
+
+    def __init__(self, key: Key) -> None:
+        super().__init__(
+            f"reading of {key[0]} at {key[1].isoformat()} was not inserted,"
+            " and no row or conflict is kept under its key"
+        )
+        self.key = key
+
+
 @dataclass(slots=True)
 class _Filing:
     duplicates: list[AcceptedReading] = field(default_factory=list)
@@ -290,7 +324,8 @@ def classify_not_inserted(
     of the row of each of those keys (an inserted key's own reading is found by them);
     ``conflicts_kept``: the values of the conflicts kept before this batch. A reading
     equal to either, or to an earlier one of this batch, is a duplicate; any other is a
-    conflict, with the fields where it differs from the stored row.
+    conflict, with the fields where it differs from the stored row. A key with no stored
+    row, no kept conflict and no insert is an error (``UnfiledReadingError``).
     """
     filing = _Filing()
     known: dict[Key, list[Values]] = {}
@@ -301,6 +336,10 @@ def classify_not_inserted(
         if key in unclaimed and stored.get(key) == values:
             unclaimed.discard(key)  # this one became the row
             continue
+        if key not in stored and key not in conflicts_kept and key not in inserted:
+            # Nothing kept under this key, yet the insert did not take it: the insert
+            # left the row out (a bug), and filing it as a conflict would hide the loss.
+            raise UnfiledReadingError(key)
         seen = known.setdefault(
             key, [*([stored[key]] if key in stored else []), *conflicts_kept.get(key, [])]
         )

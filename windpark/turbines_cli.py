@@ -1,4 +1,4 @@
-"""``windpark turbines add|list``: the turbine registry and the turbines' broker identities."""
+"""``windpark turbines add|set|list``: the turbine registry and the turbines' broker identities."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ async def provision(
     model: str | None = None,
     name: str | None = None,
     rotate: bool = False,
+    max_hold_s: float | None = None,
 ) -> tuple[bool, Credentials]:
     """Registry row and broker user with its permissions (idempotent).
 
@@ -27,7 +28,11 @@ async def provision(
     conn = await asyncpg.connect(settings.db.dsn())
     try:
         added = await registry.add_turbine(
-            conn, turbine_id, model=model or settings.turbine_model, name=name
+            conn,
+            turbine_id,
+            model=model or settings.turbine_model,
+            name=name,
+            max_hold_s=max_hold_s,
         )
     finally:
         await conn.close()
@@ -53,11 +58,18 @@ def _show_credentials(broker: BrokerSettings, credentials: Credentials) -> None:
     )
 
 
-async def add(turbine_id: str, *, model: str | None, name: str | None, rotate: bool = False) -> int:
+async def add(
+    turbine_id: str,
+    *,
+    model: str | None,
+    name: str | None,
+    rotate: bool = False,
+    max_hold_s: float | None = None,
+) -> int:
     settings = SetupSettings()
     try:
         added, credentials = await provision(
-            settings, turbine_id, model=model, name=name, rotate=rotate
+            settings, turbine_id, model=model, name=name, rotate=rotate, max_hold_s=max_hold_s
         )
     except (ValueError, UnknownTurbineModelError) as exc:
         print(f"windpark: {exc}")
@@ -66,6 +78,11 @@ async def add(turbine_id: str, *, model: str | None, name: str | None, rotate: b
         print(f"windpark: invalid turbine id {turbine_id!r} (letters, digits, _ and -; 1-64)")
         return 2
     print(f"{'registered' if added else 'already registered'}: {turbine_id}")
+    if not added and max_hold_s is not None:
+        print(
+            f"max hold of {turbine_id} unchanged by add; change it with"
+            f" `windpark turbines set {turbine_id} --max-hold-s {max_hold_s:g}`"
+        )
     if credentials.issued:
         _show_credentials(settings.broker, credentials)
     else:
@@ -76,15 +93,36 @@ async def add(turbine_id: str, *, model: str | None, name: str | None, rotate: b
     return 0
 
 
+async def set_turbine(turbine_id: str, *, max_hold_s: float) -> int:
+    settings = SetupSettings()
+    conn = await asyncpg.connect(settings.db.dsn())
+    try:
+        found = await registry.set_max_hold(conn, turbine_id, max_hold_s)
+    finally:
+        await conn.close()
+    if not found:
+        print(f"windpark: turbine {turbine_id!r} is not registered (windpark turbines add)")
+        return 1
+    print(
+        f"{turbine_id}: max hold {max_hold_s:g} s for the readings written from now on"
+        " (stored readings keep the holds they were given)"
+    )
+    return 0
+
+
 async def list_turbines() -> int:
     settings = SetupSettings()
     conn = await asyncpg.connect(settings.db.dsn())
     try:
         rows = await conn.fetch(
-            "SELECT turbine_id, name, model, rated_power_kw FROM turbines ORDER BY turbine_id"
+            "SELECT turbine_id, name, model, rated_power_kw, max_hold_s FROM turbines"
+            " ORDER BY turbine_id"
         )
     finally:
         await conn.close()
     for row in rows:
-        print(f"{row['turbine_id']}\t{row['name']}\t{row['model']}\t{row['rated_power_kw']:g} kW")
+        print(
+            f"{row['turbine_id']}\t{row['name']}\t{row['model']}\t{row['rated_power_kw']:g} kW"
+            f"\tmax hold {row['max_hold_s']:g} s"
+        )
     return 0

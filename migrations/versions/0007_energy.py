@@ -25,18 +25,33 @@ Apache: columns added to the rollup tables and filled from the readings that are
 still stored (buckets whose raw rows retention dropped keep 0 kWh, 0 s covered:
 unknown, and shown as uncovered). Community license: a continuous aggregate cannot
 gain a column, so the eight aggregates (and their stats views and policies) are
-dropped and created again with the new sums; real-time aggregation serves them until
-their policies refresh them. Stop the concentrators while this runs, as for 0005.
+dropped and created again with the new sums, then (after the commit of the rest,
+since a refresh cannot run in a transaction) refreshed over the whole range of the raw
+readings still stored: their policies reach back only 8-10 days, and a bucket older than
+that would otherwise read as empty. Buckets older than the oldest stored raw reading
+(retention dropped their rows: the aggregates are their only copy) cannot be rebuilt, so
+before dropping anything the migration refuses to run while any aggregate holds a bucket
+that ends at or before the oldest raw reading, unless WINDPARK_MIGRATE_ALLOW_ROLLUP_LOSS=1
+is set (that history is then lost). Retention drops whole 1-day chunks, so the bucket of
+the oldest raw reading is rebuilt whole. The downgrade does the same. Should a refresh
+fail, the schema is at 0007 but its version row is not: the aggregates must then be
+refreshed by hand (``rollups.refresh_continuous``). Stop the concentrators while this
+runs, as for 0005.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 
 from alembic import op
+
+log = logging.getLogger("windpark.migrate")
 
 revision = "0007"
 down_revision = "0006"
@@ -198,8 +213,8 @@ def _recreate_continuous(
 
 
 def continuous_aggregate_sql(name: str, select: str) -> str:
-    # WITH NO DATA: WITH DATA cannot run in the migration's transaction; real-time
-    # aggregation serves the rows until the first refresh.
+    # WITH NO DATA: WITH DATA cannot run in the migration's transaction; the migration
+    # refreshes them at its end (``_refresh_recreated``).
     return (
         f"CREATE MATERIALIZED VIEW {name} WITH (timescaledb.continuous, "
         f"timescaledb.materialized_only = false) AS {select} WITH NO DATA"
@@ -214,6 +229,96 @@ def continuous_policy_sql(name: str, start: str, end: str, every: str) -> str:
     )
 
 
+# Community license only: the rollup history the aggregates hold beyond the raw readings.
+ALLOW_ROLLUP_LOSS_ENV = "WINDPARK_MIGRATE_ALLOW_ROLLUP_LOSS"
+
+
+def lost_buckets_sql() -> str:
+    """(view, oldest bucket) of every aggregate holding buckets that end at or before the
+    oldest stored raw reading (any bucket when none is stored): history a refresh cannot
+    rebuild. Buckets after an aggregate's watermark come from the raw readings (real-time
+    aggregation), so they never match."""
+    parts = [
+        f"SELECT '{view}' AS view, min(bucket) AS oldest FROM {view}"
+        f" WHERE bucket + INTERVAL '{width}'"
+        " <= (SELECT coalesce(min(ts), 'infinity') FROM readings)"
+        for level, (width, _seconds) in LEVELS.items()
+        for view in (f"rollup_{level}", f"park_rollup_{level}")
+    ]
+    union = "\nUNION ALL ".join(parts)
+    return f"SELECT * FROM ({union}) v WHERE oldest IS NOT NULL"
+
+
+# The range of the raw readings stored, and the database's clock.
+RAW_RANGE_SQL = "SELECT min(ts) AS first, max(ts) AS last, now() AS now FROM readings"
+
+
+def refresh_sql(view: str, start: str, end: str) -> str:
+    """A refresh of ``view`` over [start, end) given as placeholders; its window arguments
+    are of type "any", so they are cast (an untyped parameter cannot be planned)."""
+    return f"CALL refresh_continuous_aggregate('{view}', {start}::timestamptz, {end}::timestamptz)"
+
+
+def _floor(t: datetime, seconds: int) -> datetime:
+    # time_bucket without zone or origin: UTC-aligned (windpark.rollups.floor_bucket).
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    width = timedelta(seconds=seconds)
+    return epoch + (t - epoch) // width * width
+
+
+def refresh_windows(
+    first: datetime, last: datetime, now: datetime
+) -> list[tuple[str, datetime, datetime]]:
+    """(level, start, end) to refresh, finest first, so every bucket holding a stored
+    reading is materialized (windpark.rollups.refresh_windows, as of this revision):
+    whole UTC days at every level, since each level is computed from the one below;
+    each ending at its level's current bucket, which real-time aggregation serves."""
+    day_s = LEVELS["1d"][1]
+    start = _floor(first, day_s)
+    end = _floor(last, day_s) + timedelta(seconds=day_s)
+    windows = []
+    for level, (_width, seconds) in LEVELS.items():
+        level_end = min(end, _floor(now, seconds))
+        if start < level_end:
+            windows.append((level, start, level_end))
+    return windows
+
+
+def _refuse_rollup_loss() -> None:
+    """Before the aggregates are dropped: stop if they hold history the raw readings
+    cannot give back, unless the operator accepts its loss."""
+    lost = op.get_bind().exec_driver_sql(lost_buckets_sql()).all()
+    if not lost:
+        return
+    found = ", ".join(f"{view} from {oldest.isoformat()}" for view, oldest in lost)
+    if os.environ.get(ALLOW_ROLLUP_LOSS_ENV) == "1":
+        log.warning("dropping rollup history older than the raw readings: %s", found)
+        return
+    raise RuntimeError(
+        "migration 0007 recreates the continuous aggregates from the raw readings, but they"
+        f" hold buckets older than the oldest stored raw reading ({found}): that history"
+        " would be lost. Export it first if it is needed, then run the migration again with"
+        f" {ALLOW_ROLLUP_LOSS_ENV}=1 to accept its loss."
+    )
+
+
+def _refresh_recreated() -> None:
+    """Materialize the recreated aggregates over every stored raw reading: outside the
+    migration's transaction (TimescaleDB refuses one), finest level first, each park
+    aggregate after the per-turbine one it reads."""
+    bind = op.get_bind()
+    first, last, now = bind.exec_driver_sql(RAW_RANGE_SQL).one()
+    if first is None:
+        return
+    with op.get_context().autocommit_block():
+        for level, start, end in refresh_windows(first, last, now):
+            for view in (f"rollup_{level}", f"park_rollup_{level}"):
+                log.info("refreshing %s over [%s, %s)", view, start, end)
+                bind.exec_driver_sql(
+                    refresh_sql(view, "%(start)s", "%(end)s"), {"start": start, "end": end}
+                )
+
+
 def upgrade() -> None:
     op.execute(
         "ALTER TABLE turbines ADD COLUMN max_hold_s double precision NOT NULL"
@@ -225,8 +330,11 @@ def upgrade() -> None:
     # with a constraint.
     op.execute("ALTER TABLE readings ADD CONSTRAINT ck_readings_held_s CHECK (held_s >= 0)")
     op.execute(HOLDS_SQL)
+    community = _license() == "timescale"
+    if community:
+        _refuse_rollup_loss()
     _drop_stats_views()
-    if _license() == "timescale":
+    if community:
         _recreate_continuous(cagg_select, park_select)
     else:
         for level, (width, _seconds) in LEVELS.items():
@@ -258,11 +366,16 @@ def upgrade() -> None:
                     " ALTER COLUMN covered_s DROP DEFAULT"
                 )
     _create_stats_views(turbine_stats_view, park_stats_view)
+    if community:
+        _refresh_recreated()  # last: it commits what came before
 
 
 def downgrade() -> None:
+    community = _license() == "timescale"
+    if community:
+        _refuse_rollup_loss()
     _drop_stats_views()
-    if _license() == "timescale":
+    if community:
         _recreate_continuous(_migration("0002_rollups")._cagg_select, _old_park_select)
     else:
         for level in reversed(LEVELS):
@@ -272,6 +385,8 @@ def downgrade() -> None:
     _create_stats_views(analytics.turbine_stats_view, analytics.park_stats_view)
     op.execute("ALTER TABLE readings DROP COLUMN held_s")
     op.execute("ALTER TABLE turbines DROP COLUMN max_hold_s")
+    if community:
+        _refresh_recreated()  # last: it commits what came before
 
 
 def _old_park_select(level: str) -> str:

@@ -255,6 +255,7 @@ class Concentrator:
             total.duplicates += part.duplicates
             total.conflicts += part.conflicts
             total.rejected += part.rejected
+            total.refresh_failed |= part.refresh_failed
         if judged.rejected:
             part = await self._store(JudgedBatch(rejected=judged.rejected))
             total.rejected += part.rejected

@@ -20,6 +20,11 @@ CONFLICTS = Counter(
     "Readings kept as conflicts: same turbine and ts as a stored one, other values",
 )
 REJECTED = Counter("windpark_concentrator_rejects_stored_total", "Rejects stored")
+REFRESH_FAILURES = Counter(
+    "windpark_concentrator_refresh_failures_total",
+    "Committed batches whose continuous-aggregate refresh failed (community license):"
+    " their buckets stay stale until the refresh policies run",
+)
 DB_RETRIES = Counter("windpark_concentrator_db_retries_total", "Database attempts retried")
 BATCH_SECONDS = Histogram(
     "windpark_concentrator_batch_seconds",
@@ -42,6 +47,7 @@ def observe_batch(judged: JudgedBatch, result: BatchResult, seconds: float) -> N
     DUPLICATES.inc(result.duplicates)
     CONFLICTS.inc(result.conflicts)
     REJECTED.inc(result.rejected)
+    REFRESH_FAILURES.inc(result.refresh_failed)
     BATCH_SECONDS.observe(seconds)
     BATCH_SIZE.observe(sum(judged.outcomes.values()))
 

@@ -15,8 +15,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from windpark import migrate, registry
-from windpark.bootstrap import SetupSettings, drop_database, ensure_database
+from tests.conftest import new_turbine_id
+from windpark import migrate, registry, rollups
+from windpark.bootstrap import SetupSettings, drop_database, ensure_database, register_park
+from windpark.broker_admin import BrokerAdmin
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,7 +71,8 @@ async def scratch(setup_settings: SetupSettings) -> AsyncIterator[SetupSettings]
     await asyncio.to_thread(migrate.upgrade, settings.db)
     conn = await asyncpg.connect(settings.db.dsn())
     try:
-        await registry.add_turbine(conn, "WTG01", model="E-82/2300")
+        # Backfilled every 10 s below: each reading holds its whole interval.
+        await registry.add_turbine(conn, "WTG01", model="E-82/2300", max_hold_s=30.0)
     finally:
         await conn.close()
     yield settings
@@ -124,3 +127,88 @@ async def test_backfill_ends_where_the_stored_readings_begin(scratch: SetupSetti
     assert honoured.returncode == 0, honoured.stderr
     assert f"the history ends at --end {before}" in honoured.stderr
     assert (await _span(scratch))[0] == 27
+
+
+async def test_backfill_refuses_an_interval_longer_than_a_max_hold(
+    scratch: SetupSettings,
+) -> None:
+    """WTG01 holds a reading for 30 s at most: at a 60 s interval half of its energy
+    and coverage would be missing, so the backfill refuses and says how to fix it."""
+    backfill = ("backfill", "--days", "0.01", "--interval", "60")
+    refused = await asyncio.to_thread(run_windpark, *backfill, database=scratch.db.name)
+    assert refused.returncode == 2
+    assert "longer than the max hold of WTG01 (30 s)" in refused.stderr
+    assert "windpark turbines set WTG01 --max-hold-s 180" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert (await _span(scratch))[0] == 0
+
+    raised = await asyncio.to_thread(
+        run_windpark, "turbines", "set", "WTG01", "--max-hold-s", "180", database=scratch.db.name
+    )
+    assert raised.returncode == 0, raised.stderr
+    done = await asyncio.to_thread(run_windpark, *backfill, database=scratch.db.name)
+    assert done.returncode == 0, done.stderr
+    conn = await asyncpg.connect(scratch.db.dsn())
+    try:
+        # Every reading but the newest holds its whole interval.
+        held = await conn.fetch("SELECT DISTINCT held_s FROM readings ORDER BY 1")
+    finally:
+        await conn.close()
+    assert [row["held_s"] for row in held] == [0.0, 60.0]
+
+
+async def _max_holds(settings: SetupSettings) -> dict[str, float]:
+    conn = await asyncpg.connect(settings.db.dsn())
+    try:
+        return await rollups.max_holds(conn, await rollups._all_turbines(conn))
+    finally:
+        await conn.close()
+
+
+async def test_turbines_add_and_set_take_a_max_hold(scratch: SetupSettings) -> None:
+    ids = [new_turbine_id("hold"), new_turbine_id("hold")]
+    try:
+        added = await asyncio.to_thread(
+            run_windpark, "turbines", "add", ids[0], "--max-hold-s", "12", database=scratch.db.name
+        )
+        assert added.returncode == 0, added.stdout + added.stderr
+        plain = await asyncio.to_thread(
+            run_windpark, "turbines", "add", ids[1], database=scratch.db.name
+        )
+        assert plain.returncode == 0, plain.stdout + plain.stderr
+        assert {t: h for t, h in (await _max_holds(scratch)).items() if t in ids} == {
+            ids[0]: 12.0,
+            ids[1]: rollups.DEFAULT_MAX_HOLD_S,
+        }
+        changed = await asyncio.to_thread(
+            run_windpark, "turbines", "set", ids[1], "--max-hold-s", "4.5", database=scratch.db.name
+        )
+        assert changed.returncode == 0, changed.stdout + changed.stderr
+        assert (await _max_holds(scratch))[ids[1]] == 4.5
+        listed = await asyncio.to_thread(run_windpark, "turbines", "list", database=scratch.db.name)
+        assert "max hold 4.5 s" in listed.stdout
+    finally:
+        async with BrokerAdmin.open(scratch.broker) as admin:
+            for tid in ids:
+                await admin.delete_user(tid)
+                (scratch.broker.secrets_dir / tid).unlink(missing_ok=True)
+    unknown = await asyncio.to_thread(
+        run_windpark, "turbines", "set", "nobody", "--max-hold-s", "4", database=scratch.db.name
+    )
+    assert unknown.returncode == 1
+    assert "not registered" in unknown.stdout
+    zero = await asyncio.to_thread(
+        run_windpark, "turbines", "set", ids[1], "--max-hold-s", "0", database=scratch.db.name
+    )
+    assert zero.returncode == 2
+    assert "must be more than 0" in zero.stderr
+
+
+async def test_setup_registers_the_park_with_three_intervals_of_hold(
+    scratch: SetupSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WINDPARK_INTERVAL_S", "5")
+    settings = SetupSettings(park_size=2, db=scratch.db)
+    assert await register_park(settings) == 1
+    # WTG01 was registered before: left as it was.
+    assert await _max_holds(scratch) == {"WTG01": 30.0, "WTG02": 15.0}

@@ -14,9 +14,11 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from services.concentrator.config import Settings
+from services.concentrator.ingest import JudgedBatch
 from services.concentrator.main import Concentrator, lifespan
-from tests.factories import make_series
-from windpark import contract
+from tests.conftest import new_turbine_id
+from tests.factories import accepted, make_series
+from windpark import contract, rollups
 from windpark.bootstrap import SetupSettings
 from windpark.publishing import ReadingPublisher
 
@@ -294,3 +296,36 @@ async def _empty_queue(amqp: AbstractRobustConnection) -> None:
     queue = await channel.declare_queue(contract.QUEUE, passive=True)
     await queue.purge()
     await channel.close()
+
+
+async def test_reading_of_an_unregistered_turbine_is_a_storage_error_reject(
+    db_pool: asyncpg.Pool, turbine_id: str
+) -> None:
+    """The database refuses the row (foreign key); the batch falls back to one by one:
+    the registered turbine's readings are stored, the other's kept as a reject, and
+    nothing is filed as a conflict."""
+    stranger = new_turbine_id("unregistered")
+    start = datetime(2026, 2, 3, 4, tzinfo=UTC)
+    readings = make_series(turbine_id, start, 5) + make_series(stranger, start, 5)
+    batch = JudgedBatch(accepted=[accepted(r, key=f"{r.turbine_id}:{r.seq}") for r in readings])
+    settings = Settings()
+    async with lifespan(settings) as resources:
+        concentrator = Concentrator(settings, resources)
+        async with db_pool.acquire() as conn:
+            concentrator.rollup_engine = await rollups.engine(conn)
+        result = await concentrator._write(batch)
+    assert (result.stored, result.rejected, result.conflicts) == (5, 5, 0)
+    stored = await count(db_pool, "SELECT count(*) FROM readings WHERE turbine_id=$1", turbine_id)
+    assert stored == 5
+    rejects = await db_pool.fetch(
+        "SELECT reasons FROM rejected_readings WHERE turbine_id = $1", stranger
+    )
+    assert [r["reasons"] for r in rejects] == [["storage_error"]] * 5
+    assert (
+        await count(
+            db_pool,
+            "SELECT count(*) FROM conflicting_readings WHERE turbine_id = ANY($1::text[])",
+            [turbine_id, stranger],
+        )
+        == 0
+    )

@@ -139,7 +139,10 @@ def _continuous_only_statements() -> list[str]:
             statements.append(select)
             statements.append(migration.continuous_aggregate_sql(name, select))
             statements.append(migration.continuous_policy_sql(name, *policy[level]))
+            statements.append(migration.refresh_sql(name, "$1", "$2"))
         source = f"rollup_{level}"
+    # Before the drop: the history the raw readings cannot rebuild; then their range.
+    statements += [migration.lost_buckets_sql(), migration.RAW_RANGE_SQL]
     return statements
 
 
@@ -148,10 +151,26 @@ async def test_every_continuous_only_statement_of_0007_is_prepared(db_pool: asyn
     over the Apache tables of the same names, the policy calls are typed against the
     extension's functions, and a wrong column or an untyped parameter fails here."""
     statements = _continuous_only_statements()
-    assert len(statements) == 3 * 2 * len(rollups.LEVELS)
+    assert len(statements) == 4 * 2 * len(rollups.LEVELS) + 2
     async with db_pool.acquire() as conn:
         for sql in statements:
-            await conn.prepare(sql)
+            statement = await conn.prepare(sql)
+            assert all(p.name != "unknown" for p in statement.get_parameters()), sql
+
+
+def test_the_migration_refreshes_the_windows_the_code_does() -> None:
+    """0007 keeps its own copy of ``rollups.refresh_windows`` (whole UTC days, each level
+    ending at its current bucket): the same windows, at bucket edges and inside them."""
+    migration = _migration()
+    now = datetime(2026, 12, 2, 14, 21, 30, tzinfo=UTC)
+    for first, last in (
+        (datetime(2026, 11, 1, 8, 13, tzinfo=UTC), datetime(2026, 11, 20, 23, 59, tzinfo=UTC)),
+        (datetime(2026, 11, 30, tzinfo=UTC), now - timedelta(seconds=1)),
+        (now - timedelta(minutes=3), now),
+    ):
+        end = last + timedelta(microseconds=1)  # the code's windows take [start, end)
+        code = [(lv.name, lo, hi) for lv, lo, hi in rollups.refresh_windows(first, end, now)]
+        assert migration.refresh_windows(first, last, now) == code
 
 
 def test_the_migration_sums_energy_as_the_ingest_does() -> None:

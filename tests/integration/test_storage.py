@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
+from services.concentrator import metrics
+from services.concentrator.ingest import JudgedBatch
 from tests.factories import accepted, make_series
 from windpark import contract, rollups
 from windpark.contract import TurbineState
+from windpark.db import Connection
 from windpark.storage import RejectedMessage, write_batch
 
 
@@ -224,3 +229,37 @@ async def test_rebuild_matches_incremental_rollups(db_pool: asyncpg.Pool, turbin
     for b, a in zip(before, after, strict=True):
         assert b["n"] == a["n"]
         assert math.isclose(b["power_sum"], a["power_sum"], rel_tol=1e-12)
+
+
+async def test_failed_refresh_after_the_commit_does_not_fail_the_batch(
+    db_pool: asyncpg.Pool, turbine_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Community license: the continuous-aggregate refresh after the commit fails. The
+    batch is committed: write_batch returns normally, says so, and the concentrator's
+    metric counts it, so the batch is not written again as duplicates."""
+
+    async def refresh_fails(conn: Connection, timestamps: Sequence[datetime]) -> None:
+        raise asyncpg.exceptions.FeatureNotSupportedError("refresh refused")
+
+    monkeypatch.setattr(rollups, "refresh_stale", refresh_fails)
+    readings = make_series(turbine_id, datetime(2026, 1, 9, tzinfo=UTC), 6)
+    failures_before = refresh_failures()
+    async with db_pool.acquire() as conn:
+        # The readings' statement of the community engine runs on this machine too;
+        # only the refresh after it (continuous aggregates) needs that license.
+        result = await write_batch(
+            conn, [accepted(r) for r in readings], [], rollup_engine="timescaledb"
+        )
+        stored = await conn.fetchval(
+            "SELECT count(*) FROM readings WHERE turbine_id = $1", turbine_id
+        )
+    assert (result.stored, result.duplicates, result.refresh_failed) == (6, 0, True)
+    assert stored == 6
+    metrics.observe_batch(JudgedBatch(accepted=[accepted(r) for r in readings]), result, 0.01)
+    assert refresh_failures() == failures_before + 1
+
+
+def refresh_failures() -> float:
+    value = REGISTRY.get_sample_value("windpark_concentrator_refresh_failures_total")
+    assert value is not None
+    return value
