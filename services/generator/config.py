@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from windpark.contract import TURBINE_ID_RE
-from windpark.settings import BrokerSettings, WindparkSettings
+from windpark.settings import PROJECT_DIR, BrokerSettings, WindparkSettings
 from windpark.turbine_model import DEFAULT_MODEL
 
 
@@ -40,6 +40,10 @@ class Settings(WindparkSettings):
     max_readings: Annotated[int | None, Field(ge=1)] = None
     # JSON-lines file where the injected faults are recorded (tests and benchmarks only).
     ground_truth_path: Path | None = None
+    # Each turbine's next seq, one small file per turbine (services/generator/state.py):
+    # a restarted generator continues its sequence, so a seq_reset flag means a real reset.
+    # In a container, put it on a volume.
+    state_dir: Path = PROJECT_DIR / "var" / "state" / "generator"
     # Readings kept in memory while the broker is unreachable; a broker outage delays
     # readings, it does not lose them (until this many are waiting).
     buffer_max: Annotated[int, Field(ge=1)] = 1_000_000
