@@ -63,7 +63,7 @@ def build_simulator(
         site=Site(),
         seed=settings.seed,
         error_rate=settings.error_rate,
-        fault_mix=FaultMix.default(),
+        fault_mix=FaultMix.parse(settings.fault_mix),
         interval_s=settings.interval_s,
         seq_start=seq_start or 0,
     )
