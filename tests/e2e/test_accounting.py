@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import provisioned_turbines
-from tests.e2e.conftest import poll, windpark_env, windpark_process
+from tests.e2e.conftest import fetch, poll, windpark_env, windpark_process
 from windpark import accounting, registry
 from windpark.bootstrap import SetupSettings
 
@@ -28,14 +28,8 @@ STOPPED_RE = re.compile(rb"generator stopped: (\d+) messages confirmed, (\d+) dr
 
 
 async def _stored_readings(prepared: SetupSettings, senders: list[str]) -> int:
-    conn = await asyncpg.connect(prepared.db.dsn())
-    try:
-        count = await conn.fetchval(
-            "SELECT count(*) FROM readings WHERE turbine_id = ANY($1::text[])", senders
-        )
-    finally:
-        await conn.close()
-    return int(count)
+    sql = "SELECT count(*) FROM readings WHERE turbine_id = ANY($1::text[])"
+    return int((await fetch(prepared, sql, senders))[0][0])
 
 
 async def _report(prepared: SetupSettings, senders: list[str], truth: Path) -> accounting.Report:
