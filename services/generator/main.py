@@ -43,6 +43,8 @@ from windpark.simulation import (
 from windpark.turbine_model import load_model
 
 log = logging.getLogger("windpark.generator")
+# How many seconds of readings one write of the seq state covers (Generator._reserve_seqs).
+SEQ_RESERVE_S = 60.0
 
 
 def turbine_ids(settings: Settings) -> list[str]:
@@ -124,7 +126,9 @@ class Generator:
         self.publisher = publisher
         self.state = SeqState(settings.state_dir)
         ids = turbine_ids(settings)
-        self.simulator = build_simulator(settings, seq_start=self.state.load(ids))
+        self._reserved = self.state.load(ids)
+        self._reserve = max(1, math.ceil(SEQ_RESERVE_S / settings.interval_s))
+        self.simulator = build_simulator(settings, seq_start=self._reserved)
         self.outbox = Outbox(settings.buffer_max)
         self.truth = (
             GroundTruthWriter(settings.ground_truth_path) if settings.ground_truth_path else None
@@ -157,8 +161,7 @@ class Generator:
                 if stop.is_set():
                     return
             emissions = self.simulator.step(datetime.fromtimestamp(next_tick, tz=UTC))
-            # Saved before publishing: a restart after a crash never sends a seq twice.
-            await asyncio.to_thread(self.state.save, self.simulator.next_seqs())
+            await self._reserve_seqs()
             self._enqueue(emissions)
             steps += 1
             next_tick += interval
@@ -169,6 +172,21 @@ class Generator:
                 skipped = math.floor(behind / interval)
                 log.warning("sampler %d intervals behind; skipping ahead", skipped)
                 next_tick += skipped * interval
+
+    async def _reserve_seqs(self) -> None:
+        """Before a seq is published, the state file says a later one comes next.
+
+        Like a database sequence's cache: the file is written once per SEQ_RESERVE_S of
+        readings, not at every step (a park of 1000 turbines in one process would spend
+        most of a core on it), so after a crash the restarted generator skips the unused
+        rest of the block (a seq_gap) but never sends a seq twice (a seq_reset). A clean
+        stop writes the exact next seq.
+        """
+        next_seqs = self.simulator.next_seqs()
+        if all(next_seqs[t] <= self._reserved[t] for t in next_seqs):
+            return
+        self._reserved = {t: seq + self._reserve for t, seq in next_seqs.items()}
+        await asyncio.to_thread(self.state.save, self._reserved)
 
     def _enqueue(self, emissions: Iterable[Emission]) -> None:
         for emission in emissions:

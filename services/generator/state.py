@@ -8,10 +8,11 @@ turbines hold broker credentials only, and the registry does not know what a tur
 sent but the broker has not yet delivered.
 
 Each file is replaced atomically (write a temporary file, then ``os.replace``): a crash
-leaves the old count or the new one, never a torn file. The files are written after every
-simulated step, before its messages are published, so a restarted generator never sends a
-seq twice; ``fsync`` runs only at a clean stop, so after a power cut the count may be a
-few steps old (and those repeated seqs are then flagged ``seq_reset``, as they should be).
+leaves the old count or the new one, never a torn file. The generator reserves a block of
+seqs (a minute of readings) before it publishes the first of them and writes the exact next
+seq at a clean stop, so a restarted generator never sends a seq twice; after a crash it
+skips the rest of the block. ``fsync`` runs only at a clean stop: after a power cut a
+reservation may be lost, and the repeated seqs are then flagged ``seq_reset``.
 """
 
 from __future__ import annotations

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.conftest import provisioned_turbines
@@ -62,3 +64,46 @@ async def test_a_restarted_generator_continues_its_sequence_and_sends_what_it_he
     assert reset == [], f"seq_reset flagged on seq {reset}"
     state = (logs_dir / "state" / f"{turbine_id}.json").read_text()
     assert f'"next_seq":{2 * COUNT}' in state
+
+
+async def test_a_generator_killed_mid_run_never_repeats_a_seq(
+    prepared: SetupSettings, logs_dir: Path
+) -> None:
+    turbine_id = f"K{uuid.uuid4().hex[:8]}"
+    env = windpark_env(WINDPARK_INTERVAL_S="0.05", WINDPARK_STATE_DIR=str(logs_dir / "state"))
+    async with provisioned_turbines(prepared, [turbine_id]):
+        with windpark_process(["concentrator"], env, logs_dir / "concentrator.log"):
+            killed_log = logs_dir / "generator-killed.log"
+            with windpark_process(["generator", "--turbine-id", turbine_id], env, killed_log) as p:
+
+                def some_stored() -> list[tuple[int, int]] | None:
+                    assert p.poll() is None, killed_log.read_text()
+                    stored = asyncio.run(_stored(prepared, turbine_id))
+                    return stored if len(stored) >= 3 else None
+
+                await asyncio.to_thread(poll, some_stored, 60.0, 0.1)
+                # No chance to write its state: the last reservation is all there is.
+                p.send_signal(signal.SIGKILL)
+                p.wait()
+            state = orjson.loads((logs_dir / "state" / f"{turbine_id}.json").read_bytes())
+            reserved = int(state["next_seq"])
+            log = logs_dir / "generator-restarted.log"
+            restarted = ["generator", "--turbine-id", turbine_id, "--count", str(COUNT)]
+            with windpark_process(restarted, env, log) as process:
+                assert await asyncio.to_thread(process.wait, 60) == 0, log.read_text()
+
+            def restart_stored() -> list[tuple[int, int]] | None:
+                stored = asyncio.run(_stored(prepared, turbine_id))
+                after = [row for row in stored if row[0] >= reserved]
+                return after if len(after) >= COUNT else None
+
+            after = await asyncio.to_thread(poll, restart_stored, 60.0, 0.3)
+
+    stored = await _stored(prepared, turbine_id)
+    reset = [seq for seq, flags in stored if flags & QualityFlag.SEQ_RESET]
+    assert reset == [], f"seq_reset flagged on seq {reset}"
+    # In time order, the restarted run's seqs continue above every seq sent before, from
+    # the reserved block's end on.
+    assert [seq for seq, _ in stored] == sorted(seq for seq, _ in stored)
+    assert after[0][0] == reserved
+    assert after[0][1] & QualityFlag.SEQ_GAP  # the unused rest of the reserved block
