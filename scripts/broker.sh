@@ -66,9 +66,12 @@ esac
 
 # rabbitmqctl against our node only, as the rabbitmq user (its cookie), with our env file
 # so the machine's /etc/rabbitmq/rabbitmq-env.conf (NODENAME=rabbit@localhost) is not read.
+# Every Erlang VM (the node, each rabbitmqctl) looks modules up in its working directory
+# first: started from a checkout the rabbitmq user cannot read (a home directory), each
+# lookup prints an `erl_prim_loader ... eacces` line. So they start from its own home.
 ctl() {
-  runuser -u "$RMQ_USER" -- env HOME="$RMQ_HOME" RABBITMQ_CONF_ENV_FILE="$ENV_FILE" \
-    "$RMQ_BIN/rabbitmqctl" -q -n "$NODE" "$@"
+  (cd "$RMQ_HOME" && runuser -u "$RMQ_USER" -- env HOME="$RMQ_HOME" \
+    RABBITMQ_CONF_ENV_FILE="$ENV_FILE" "$RMQ_BIN/rabbitmqctl" -q -n "$NODE" "$@")
 }
 
 node_pid() {
@@ -301,9 +304,9 @@ start_node() {
   log "starting RabbitMQ node $NODE (profile $PROFILE)"
   : >"$BROKER_HOME/log/startup.log"
   chown "$RMQ_USER:$RMQ_USER" "$BROKER_HOME/log/startup.log"
-  # setsid: the node must outlive this script and the terminal's Ctrl-C.
-  setsid runuser -u "$RMQ_USER" -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$RMQ_HOME" LANG=C.UTF-8 \
-    RABBITMQ_CONF_ENV_FILE="$ENV_FILE" "$RMQ_BIN/rabbitmq-server" \
+  # setsid: the node must outlive this script and the terminal's Ctrl-C. cd: see ctl().
+  (cd "$RMQ_HOME" && exec setsid runuser -u "$RMQ_USER" -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+    HOME="$RMQ_HOME" LANG=C.UTF-8 RABBITMQ_CONF_ENV_FILE="$ENV_FILE" "$RMQ_BIN/rabbitmq-server") \
     >>"$BROKER_HOME/log/startup.log" 2>&1 </dev/null &
   if ! ctl wait --timeout 60 "$PID_FILE" >/dev/null; then
     tail -n 30 "$BROKER_HOME/log/startup.log" >&2 || true

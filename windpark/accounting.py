@@ -5,7 +5,11 @@ generator publishes carries the message id ``<sender>:<seq>:<n>``; the concentra
 it as the dedup key of rejects (``rejected_readings.dedup_key = 'amqp:' || id``) and
 duplicates, and stored readings are found by (turbine, seq). "Nothing lost" means that
 every published seq of every turbine is in exactly one of: readings, rejected_readings,
-and additionally duplicate_readings for the extra copies.
+and additionally duplicate_readings for the extra copies. A message delivered twice (the
+concentrator died between its commit and its ack, or the generator published again after a
+failed confirm) may add one duplicate_readings row under its own message id: that is a
+redelivery absorbed, counted apart from the copies the simulator sent on purpose (which
+the ground-truth log lists by seq).
 """
 
 from __future__ import annotations
@@ -93,6 +97,10 @@ class Report:
     db_rows: int  # readings + rejects + duplicates of these senders
     confusion: Counter[tuple[str, str]]  # (expected, actual) -> messages
     by_kind: dict[str, Counter[str]]  # fault kind -> actual outcomes
+    expected_copies: int = 0  # copies the simulator sent on purpose (ground truth)
+    redeliveries: int = 0  # duplicate rows of a message delivered twice
+    # What does not add up, one line each, naming the turbine, the seq and the ledger.
+    problems: list[str] = field(default_factory=list)
 
     def count(self, expected: str, actual: str) -> int:
         return self.confusion[(expected, actual)]
@@ -126,39 +134,74 @@ def reconcile(
     """Compare the ledgers with ``published_seqs`` readings per sender and the truth log."""
     expected: dict[tuple[str, int], str] = {}
     kinds: dict[tuple[str, int], str] = {}
-    extra_copies: Counter[str] = Counter()
+    copies: dict[str, Counter[int]] = defaultdict(Counter)  # sender -> seq -> copies sent
     for record in truth:
         key = (str(record["turbine_id"]), int(str(record["seq"])))
         if record["expected"] == "duplicate":
-            extra_copies[key[0]] += 1
+            copies[key[0]][key[1]] += 1
             continue
         expected[key] = str(record["expected"])
         kinds[key] = str(record["kind"])
-    confusion: Counter[tuple[str, str]] = Counter()
+    report = Report({}, 0, 0, 0, Counter(), {})
     by_kind: dict[str, Counter[str]] = defaultdict(Counter)
-    missing: dict[str, list[int]] = {}
-    published_messages = stored = db_rows = 0
     for sender, ledger in ledgers.items():
-        published_messages += published_seqs + extra_copies[sender]
-        stored += len(ledger.stored_flags)
-        db_rows += ledger.rows
+        sent_copies = sum(copies[sender].values())
+        report.published_messages += published_seqs + sent_copies
+        report.expected_copies += sent_copies
+        report.stored_rows += len(ledger.stored_flags)
+        report.db_rows += ledger.rows
         lost = []
         for seq in range(published_seqs):
             want = expected.get((sender, seq), "accepted")
             if seq in ledger.stored_flags:
                 doubts = ledger.stored_flags[seq] & ~STREAM_FLAGS
                 got = "flagged" if doubts else "accepted"
+                if ledger.rejected[seq]:
+                    report.problems.append(
+                        f"{sender} seq {seq}: in readings and in rejected_readings"
+                    )
             elif ledger.rejected[seq]:
                 got = "rejected"
             else:
                 lost.append(seq)
+                report.problems.append(
+                    f"{sender} seq {seq}: published ({want}) but in neither readings nor"
+                    " rejected_readings"
+                )
                 continue
-            confusion[(want, got)] += 1
+            report.confusion[(want, got)] += 1
             if (sender, seq) in kinds:
                 by_kind[kinds[(sender, seq)]][got] += 1
-        for copies in ledger.duplicates.values():
-            confusion[("duplicate", "duplicate")] += copies
-            by_kind["duplicate"]["duplicate"] += copies
+        _match_copies(sender, ledger, copies[sender], report, by_kind)
         if lost:
-            missing[sender] = lost
-    return Report(missing, published_messages, stored, db_rows, confusion, dict(by_kind))
+            report.missing[sender] = lost
+    report.by_kind = dict(by_kind)
+    return report
+
+
+def _match_copies(
+    sender: str,
+    ledger: Ledger,
+    sent: Mapping[int, int],
+    report: Report,
+    by_kind: dict[str, Counter[str]],
+) -> None:
+    # Of a reading and its copies (identical bytes, different message ids) whichever the
+    # concentrator meets first is stored, so copies are matched by seq and counted.
+    for seq in sorted(sent.keys() | ledger.duplicates.keys()):
+        copies, rows = sent.get(seq, 0), ledger.duplicates[seq]
+        found = min(copies, rows)
+        report.confusion[("duplicate", "duplicate")] += found
+        by_kind["duplicate"]["duplicate"] += found
+        if rows < copies:
+            report.problems.append(
+                f"{sender} seq {seq}: {copies} copies published, {rows} in duplicate_readings"
+            )
+        elif rows > copies:
+            # The same message delivered again: absorbed only if the reading has its row.
+            report.redeliveries += rows - copies
+            if seq not in ledger.stored_flags and not ledger.rejected[seq]:
+                report.problems.append(
+                    f"{sender} seq {seq}: in duplicate_readings but in neither readings nor"
+                    " rejected_readings"
+                )

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from windpark.contract import TURBINE_ID_RE
-from windpark.settings import BrokerSettings, WindparkSettings
+from windpark.settings import PROJECT_DIR, BrokerSettings, WindparkSettings
+from windpark.simulation import FaultMix
 from windpark.turbine_model import DEFAULT_MODEL
 
 
@@ -34,17 +35,30 @@ class Settings(WindparkSettings):
     interval_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
     # Probability N that a reading carries an injected fault (the spec's erroneous data).
     error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # Relative weight of each fault kind: "default", or "kind=weight,..." (FaultMix.parse),
+    # e.g. "out_of_order=1" with error_rate 1 to exercise one kind.
+    fault_mix: str = "default"
     # Every generator of a park must share the seed: the park's wind field derives from it.
     seed: int = 20261128
     # Stop after this many readings per turbine (tests, benchmarks); None runs forever.
     max_readings: Annotated[int | None, Field(ge=1)] = None
     # JSON-lines file where the injected faults are recorded (tests and benchmarks only).
     ground_truth_path: Path | None = None
+    # Each turbine's next seq, one small file per turbine (services/generator/state.py):
+    # a restarted generator continues its sequence, so a seq_reset flag means a real reset.
+    # In a container, put it on a volume.
+    state_dir: Path = PROJECT_DIR / "var" / "state" / "generator"
     # Readings kept in memory while the broker is unreachable; a broker outage delays
     # readings, it does not lose them (until this many are waiting).
     buffer_max: Annotated[int, Field(ge=1)] = 1_000_000
     # Concurrent unconfirmed publishes.
     max_in_flight: Annotated[int, Field(ge=1, le=10_000)] = 256
+
+    @field_validator("fault_mix")
+    @classmethod
+    def _known_fault_kinds(cls, value: str) -> str:
+        FaultMix.parse(value)  # fails at start-up, not at the first faulty reading
+        return value
 
     @model_validator(mode="after")
     def _identity(self) -> Settings:

@@ -13,7 +13,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import asyncpg
 import pytest
+
+from windpark.bootstrap import SetupSettings
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +78,15 @@ def poll(check: Callable[[], T | None], timeout_s: float, interval_s: float = 0.
             return result
         time.sleep(interval_s)
     raise AssertionError(f"not reached within {timeout_s} s (last error: {last_error!r})")
+
+
+async def fetch(settings: SetupSettings, sql: str, *args: object) -> list[asyncpg.Record]:
+    """One query on a connection of its own (callable from a polling thread's event loop)."""
+    conn = await asyncpg.connect(settings.db.dsn())
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
 
 
 @pytest.fixture

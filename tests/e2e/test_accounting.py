@@ -4,6 +4,8 @@ with erroneous data at N = 0.2, across a concentrator killed in the middle of th
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import signal
 import subprocess
 import sys
@@ -14,39 +16,57 @@ import asyncpg
 import pytest
 
 from tests.conftest import provisioned_turbines
-from tests.e2e.conftest import poll, windpark_env, windpark_process
+from tests.e2e.conftest import fetch, poll, windpark_env, windpark_process
 from windpark import accounting, registry
 from windpark.bootstrap import SetupSettings
 
 pytestmark = pytest.mark.slow
 TURBINES = 3
 READINGS = 150
+RECONCILE_TIMEOUT_S = 60.0
+STOPPED_RE = re.compile(rb"generator stopped: (\d+) messages confirmed, (\d+) dropped")
 
 
-async def _run_generator(env: dict[str, str], log: Path) -> None:
-    with windpark_process(
-        ["generator", "--turbines", str(TURBINES), "--count", str(READINGS)], env, log
-    ) as gen:
-        code = await asyncio.to_thread(gen.wait, 120)
-    assert code == 0, await asyncio.to_thread(log.read_text)
+async def _stored_readings(prepared: SetupSettings, senders: list[str]) -> int:
+    sql = "SELECT count(*) FROM readings WHERE turbine_id = ANY($1::text[])"
+    return int((await fetch(prepared, sql, senders))[0][0])
+
+
+async def _report(prepared: SetupSettings, senders: list[str], truth: Path) -> accounting.Report:
+    conn = await asyncpg.connect(prepared.db.dsn())
+    try:
+        ledgers = await accounting.read_ledgers(conn, senders)
+    finally:
+        await conn.close()
+    return accounting.reconcile(ledgers, accounting.load_truth(truth), READINGS)
+
+
+def _complete(report: accounting.Report) -> bool:
+    return not report.problems and report.db_rows >= (
+        report.published_messages + report.redeliveries
+    )
 
 
 async def _reconciled(
     prepared: SetupSettings, senders: list[str], truth: Path
 ) -> accounting.Report:
-    async def attempt() -> accounting.Report | None:
-        conn = await asyncpg.connect(prepared.db.dsn())
-        try:
-            ledgers = await accounting.read_ledgers(conn, senders)
-        finally:
-            await conn.close()
-        report = accounting.reconcile(ledgers, accounting.load_truth(truth), READINGS)
-        return None if report.missing or report.db_rows < report.published_messages else report
+    """The report once every published message has its row, or the last one at the deadline
+    (so that a failure names what is missing instead of timing out)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RECONCILE_TIMEOUT_S
+    while True:
+        report = await _report(prepared, senders, truth)
+        if _complete(report) or loop.time() > deadline:
+            return report
+        await asyncio.sleep(0.5)
 
-    def check() -> accounting.Report | None:
-        return asyncio.run(attempt())
 
-    return await asyncio.to_thread(poll, check, 60.0, 0.5)
+def _wait_for_line(log: Path, needle: bytes, process: subprocess.Popen[bytes]) -> None:
+    def seen() -> bool | None:
+        assert process.poll() is None, log.read_text()
+        return True if needle in log.read_bytes() else None
+
+    poll(seen, 60.0)
 
 
 @pytest.mark.parametrize("kill_concentrator", [False, True], ids=["steady", "killed-mid-run"])
@@ -67,39 +87,85 @@ async def _run_accounting(
     kill_concentrator: bool,
 ) -> None:
     truth = logs_dir / "truth.jsonl"
+    generator_log = logs_dir / "generator.log"
     env = windpark_env(
         WINDPARK_ERROR_RATE="0.2",
         WINDPARK_INTERVAL_S="0.02",
         WINDPARK_ID_PREFIX=prefix,
         WINDPARK_GROUND_TRUTH_PATH=str(truth),
+        WINDPARK_STATE_DIR=str(logs_dir / "state"),
         WINDPARK_SEED=str(uuid.uuid4().int % 1_000_000),
     )
-    generator = asyncio.create_task(_run_generator(env, logs_dir / "generator.log"))
-    with windpark_process(["concentrator"], env, logs_dir / "concentrator-1.log") as first:
+    generator_args = ["generator", "--turbines", str(TURBINES), "--count", str(READINGS)]
+    with contextlib.ExitStack() as stack:
+        first_log = logs_dir / "concentrator-1.log"
+        first = stack.enter_context(windpark_process(["concentrator"], env, first_log))
+        # Consuming before the first publish, so that the kill below lands while both run.
+        await asyncio.to_thread(_wait_for_line, first_log, b"consuming", first)
+        generator = stack.enter_context(windpark_process(generator_args, env, generator_log))
         if kill_concentrator:
-            # Killed without warning while readings flow: its unacked batch is redelivered.
-            await asyncio.sleep(1.5)
-            first.send_signal(signal.SIGKILL)
-            first.wait()
-    with windpark_process(["concentrator"], env, logs_dir / "concentrator-2.log"):
-        await generator
+            await _kill_mid_run(prepared, senders, first, generator)
+            stack.enter_context(
+                windpark_process(["concentrator"], env, logs_dir / "concentrator-2.log")
+            )
+        code = await asyncio.to_thread(generator.wait, 120)
+        assert code == 0, generator_log.read_text()
         report = await _reconciled(prepared, senders, truth)
 
-    assert report.missing == {}
-    # Every message published is exactly one row: reading, reject or counted duplicate.
-    assert report.db_rows == report.published_messages
+    log_text = generator_log.read_bytes()
+    stopped = STOPPED_RE.search(log_text)
+    assert stopped is not None, log_text.decode()
+    confirmed, dropped = int(stopped[1]), int(stopped[2])
+    # The generator's own count and its ground truth agree: every reading it simulated
+    # (TURBINES x READINGS) and every copy it logged was confirmed, none dropped.
+    assert (confirmed, dropped) == (report.published_messages, 0), (
+        f"generator confirmed {confirmed} and dropped {dropped} of"
+        f" {report.published_messages} messages; its log ends:\n{log_text[-2000:].decode()}"
+    )
+    assert not report.problems, "\n".join(
+        [f"{len(report.problems)} problems:", *report.problems[:40]]
+    )
+    # Every message published is exactly one row (reading, reject or counted copy); a
+    # message delivered twice adds at most one duplicate row under its own message id.
+    assert report.db_rows == report.published_messages + report.redeliveries
     assert report.count("rejected", "rejected") > 0
-    assert report.count("duplicate", "duplicate") >= 0
+    # Every copy the simulator sent is counted once as a duplicate, and nothing else is:
+    # copies are ~2 % of 450 readings, so a run with none has a probability of ~0.02 %.
+    assert report.expected_copies > 0
+    assert report.count("duplicate", "duplicate") == report.expected_copies
     # Every reading the simulator sent clean is stored, none rejected.
     assert report.count("accepted", "rejected") == 0
     assert report.count("rejected", "accepted") + report.count("rejected", "flagged") == 0
+
+
+async def _kill_mid_run(
+    prepared: SetupSettings,
+    senders: list[str],
+    concentrator: subprocess.Popen[bytes],
+    generator: subprocess.Popen[bytes],
+) -> None:
+    """SIGKILL the concentrator once it has stored some of this run's readings while the
+    generator still publishes: its unacked deliveries go back to the queue."""
+
+    def stored_while_publishing() -> int | None:
+        assert generator.poll() is None, "the generator ended before any reading was stored"
+        stored = asyncio.run(_stored_readings(prepared, senders))
+        return stored if stored > 0 else None
+
+    stored = await asyncio.to_thread(poll, stored_while_publishing, 60.0, 0.05)
+    concentrator.send_signal(signal.SIGKILL)
+    concentrator.wait()
+    assert generator.poll() is None, "the kill came after the generator's last reading"
+    assert 0 < stored < TURBINES * READINGS
 
 
 async def test_generator_exits_cleanly_on_sigterm(prepared: SetupSettings, logs_dir: Path) -> None:
     prefix = f"S{uuid.uuid4().hex[:6]}-"
     async with provisioned_turbines(prepared, registry.park_turbine_ids(2, prefix)):
         await asyncio.to_thread(
-            _generator_sigterm, windpark_env(WINDPARK_ID_PREFIX=prefix), logs_dir
+            _generator_sigterm,
+            windpark_env(WINDPARK_ID_PREFIX=prefix, WINDPARK_STATE_DIR=str(logs_dir / "state")),
+            logs_dir,
         )
 
 

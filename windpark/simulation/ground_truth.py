@@ -17,7 +17,9 @@ class GroundTruthWriter:
     """Appends ``TruthRecord`` lines to a file (or to an open text stream).
 
     Lines are flushed at every ``write`` so that a test can read the log while the
-    generator runs. Write the records of the messages actually published.
+    generator runs. Write the records of the messages actually published, with the message
+    id they were published under when there is one: it tells a copy the simulator sent on
+    purpose from a redelivery of the same message.
     """
 
     def __init__(self, target: str | os.PathLike[str] | TextIO) -> None:
@@ -31,8 +33,9 @@ class GroundTruthWriter:
             self._owned = False
         self.records_written = 0
 
-    def write(self, records: Iterable[TruthRecord]) -> int:
-        lines = [orjson.dumps(record.to_json()).decode() + "\n" for record in records]
+    def write(self, records: Iterable[TruthRecord], *, message_id: str | None = None) -> int:
+        extra = {} if message_id is None else {"message_id": message_id}
+        lines = [orjson.dumps(record.to_json() | extra).decode() + "\n" for record in records]
         if lines:
             self._stream.write("".join(lines))
             self._stream.flush()

@@ -238,6 +238,10 @@ class ParkSimulator:
             emissions.extend(injector.process(reading, row))
         return emissions
 
+    def next_seqs(self) -> dict[str, int]:
+        """The seq each turbine's next reading will carry (a generator's durable state)."""
+        return dict(zip(self._table.ids, self._next_seq.tolist(), strict=True))
+
     def flush(self) -> list[Emission]:
         """Messages still held back (an out-of-order fault) when the run stops."""
         if self._injectors is None:
