@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from typing import Final
 
 log = logging.getLogger("windpark")
 
@@ -316,7 +320,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Set by a supervising process (`windpark run`, the end-to-end tests) to its own pid:
+# the child then stops cleanly (SIGTERM) when that parent dies, even by SIGKILL,
+# instead of running on unsupervised (a killed test run once left a concentrator
+# consuming and writing for an hour).
+PARENT_PID_ENV: Final = "WINDPARK_PARENT_PID"
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _stop_with_parent() -> None:
+    parent = os.environ.pop(PARENT_PID_ENV, None)  # not inherited by our own children
+    if parent is None or sys.platform != "linux":
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _stop_with_parent()
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -26,8 +26,11 @@ STOP_TIMEOUT_S = 15.0
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     # A process group of its own, so that the terminal's Ctrl-C reaches only us and we
     # stop the children in order.
+    # WINDPARK_PARENT_PID: the child stops when we die, even by SIGKILL (windpark.cli).
     return subprocess.Popen(
-        [sys.executable, "-m", "windpark", *args], env=env, start_new_session=True
+        [sys.executable, "-m", "windpark", *args],
+        env={**env, "WINDPARK_PARENT_PID": str(os.getpid())},
+        start_new_session=True,
     )
 
 

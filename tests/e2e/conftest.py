@@ -30,6 +30,8 @@ def free_port() -> int:
 
 def windpark_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
+    # The child stops when this test process dies, however it dies (windpark.cli).
+    env["WINDPARK_PARENT_PID"] = str(os.getpid())
     env.update(extra)
     return env
 
