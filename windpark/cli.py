@@ -347,6 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # alembic logs at INFO as soon as it is imported (its plugins): quiet unless -v, and
     # windpark.migrate lets the migrations themselves speak while they run.
     logging.getLogger("alembic").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # httpx logs every request at INFO: `windpark setup` makes dozens to the broker's
+    # management API, which buried what set-up itself said.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         code: int = args.handler(args)
     except KeyboardInterrupt:

@@ -26,7 +26,10 @@ async def test_make_run_serves_fresh_readings_and_exact_park_means(
     base = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     with windpark_process(
-        ["run", "--generators", "10", "--port", str(port)], windpark_env(), logs_dir / "run.log"
+        ["run", "--generators", "10", "--port", str(port)],
+        # The park's seq state of its own: the clone's var/state belongs to `make run`.
+        windpark_env(WINDPARK_STATE_DIR=str(logs_dir / "state")),
+        logs_dir / "run.log",
     ) as process:
         # As a user of `make run` does: the admin password that setup wrote, then a token.
         password_file = SetupSettings().api.admin_password_file
