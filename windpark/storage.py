@@ -242,17 +242,10 @@ async def _refresh_after_commit(conn: Connection, touched_ts: list[datetime]) ->
 # The fields that make two readings of one key "the same reading". Not the quality
 # flags, source or arrival: a redelivery judged against another history may be flagged
 # differently, and it is still the same reading.
-VALUE_COLUMNS: Final = (
-    "seq",
-    "power_kw",
-    "wind_speed_ms",
-    "temperature_c",
-    "state",
-    "rotor_rpm",
-    "pitch_deg",
-    "nacelle_temperature_c",
-    "wind_direction_deg",
-    "setpoint_kw",
+VALUE_COLUMNS: Final = tuple(
+    c
+    for c in READING_COLUMNS
+    if c not in ("ts", "turbine_id", "quality_flags", "source", "received_at")
 )
 _VALUE_INDEX: Final = tuple(READING_COLUMNS.index(c) for c in VALUE_COLUMNS)
 _value_list = ", ".join(VALUE_COLUMNS)
