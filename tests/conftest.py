@@ -31,6 +31,8 @@ import asyncpg
 import httpx
 import pytest
 from aio_pika.abc import AbstractRobustConnection
+from starlette.types import ASGIApp, Receive, Send
+from starlette.types import Scope as AsgiScope
 
 from services.aggregator import tokens
 from services.aggregator.config import Settings as ApiSettings
@@ -250,3 +252,15 @@ async def broker_settled(state: Mapping[str, Any] | None) -> None:
     app_state = state[STATE_KEY]
     assert isinstance(app_state, AppState)
     assert await app_state.broker.wait_connected(15), app_state.broker.last_error
+
+
+def with_lifespan_state(app: ASGIApp, state: Mapping[str, Any] | None) -> ASGIApp:
+    """Hand the lifespan's state to every request, as uvicorn does (httpx's ASGI transport
+    runs no lifespan)."""
+
+    async def wrapped(scope: AsgiScope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope = {**scope, "state": dict(state or {})}
+        await app(scope, receive, send)
+
+    return wrapped

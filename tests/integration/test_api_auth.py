@@ -34,10 +34,10 @@ from tests.conftest import (
     create_api_client,
     new_turbine_id,
     request_token,
+    with_lifespan_state,
 )
 from tests.e2e.conftest import free_port
 from tests.factories import make_payload
-from tests.integration.test_api_reads import with_lifespan_state
 from tests.integration.test_cli import run_windpark
 from windpark import contract, credentials
 from windpark.bootstrap import SetupSettings

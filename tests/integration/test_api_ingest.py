@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,12 +18,11 @@ import httpx
 import orjson
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.aggregator.app import create_app
 from services.aggregator.config import Settings
 from services.aggregator.registry_cache import RegistryCache
-from tests.conftest import authenticate, new_turbine_id
+from tests.conftest import authenticate, new_turbine_id, with_lifespan_state
 from tests.factories import make_payload
 from windpark import contract, registry
 from windpark.bootstrap import SetupSettings
@@ -31,18 +30,6 @@ from windpark.credentials import Scope as ApiScope
 from windpark.settings import ApiBrokerSettings
 
 DEADLINE_S = 15.0
-
-
-def with_lifespan_state(app: ASGIApp, state: Mapping[str, Any] | None) -> ASGIApp:
-    """Hand the lifespan's state to every request, as uvicorn does (httpx's ASGI transport
-    runs no lifespan)."""
-
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope = {**scope, "state": dict(state or {})}
-        await app(scope, receive, send)
-
-    return wrapped
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = DEADLINE_S) -> None:

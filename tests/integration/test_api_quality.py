@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.factories import accepted, make_series
-from tests.integration.test_api_reads import client, register  # noqa: F401 (fixture)
+from tests.integration.test_api_reads import register
 from windpark.simulation import ParkSimulator, Reliability, SimTurbine, Site
 from windpark.simulation.backfill import backfill
 from windpark.storage import RejectedMessage, write_batch
@@ -19,7 +19,7 @@ from windpark.turbine_model import load_model
 
 
 async def test_quality_report_counts_every_kind_of_outcome(
-    client: httpx.AsyncClient,  # noqa: F811
+    client: httpx.AsyncClient,
     db_pool: asyncpg.Pool,
 ) -> None:
     [turbine] = await register(db_pool, 1)
@@ -62,7 +62,7 @@ async def test_quality_report_counts_every_kind_of_outcome(
 
 
 async def test_rejects_are_listed_with_their_bytes_newest_first_in_pages(
-    client: httpx.AsyncClient,  # noqa: F811
+    client: httpx.AsyncClient,
     db_pool: asyncpg.Pool,
 ) -> None:
     [turbine] = await register(db_pool, 1)
@@ -102,7 +102,7 @@ async def test_rejects_are_listed_with_their_bytes_newest_first_in_pages(
 
 @pytest.mark.parametrize("path", ["/v1/rejects", "/v1/conflicts"])
 async def test_a_cursor_past_bigint_is_a_422_not_a_500(
-    client: httpx.AsyncClient,  # noqa: F811
+    client: httpx.AsyncClient,
     path: str,
 ) -> None:
     """19 digits pass the pattern but can exceed the ids' bigint: refused before the query."""
@@ -117,7 +117,7 @@ async def test_a_cursor_past_bigint_is_a_422_not_a_500(
 
 
 async def test_power_curve_of_a_simulated_turbine_is_on_its_model(
-    client: httpx.AsyncClient,  # noqa: F811
+    client: httpx.AsyncClient,
     db_pool: asyncpg.Pool,
 ) -> None:
     [turbine] = await register(db_pool, 1)
@@ -152,7 +152,7 @@ async def test_power_curve_of_a_simulated_turbine_is_on_its_model(
 
 
 async def test_park_series_alone_fits_long_windows_and_keeps_its_numbers(
-    client: httpx.AsyncClient,  # noqa: F811
+    client: httpx.AsyncClient,
     db_pool: asyncpg.Pool,
 ) -> None:
     turbines = await register(db_pool, 3)

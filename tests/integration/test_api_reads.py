@@ -7,7 +7,6 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,47 +15,20 @@ import asyncpg
 import httpx
 import pytest
 from pydantic import BaseModel
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.aggregator import schemas
 from services.aggregator.app import create_app
 from services.aggregator.buckets import floor_day
 from services.aggregator.config import Settings
 from tests import energy_reference
-from tests.conftest import authenticate, new_turbine_id
+from tests.conftest import new_turbine_id, with_lifespan_state
 from tests.factories import accepted, make_reading, make_series
 from windpark import registry
 from windpark.bootstrap import SetupSettings
 from windpark.contract import TurbineState
-from windpark.credentials import Scope as ApiScope
 from windpark.storage import write_batch
 
 MADRID = ZoneInfo("Europe/Madrid")
-
-
-def with_lifespan_state(app: ASGIApp, state: Mapping[str, Any] | None) -> ASGIApp:
-    """Hand the lifespan's state to every request, as uvicorn does (httpx's ASGI transport
-    runs no lifespan)."""
-
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope = {**scope, "state": dict(state or {})}
-        await app(scope, receive, send)
-
-    return wrapped
-
-
-@pytest.fixture(scope="module")
-async def client(
-    prepared: SetupSettings, db_pool: asyncpg.Pool
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The API, as a client holding a telemetry:read token (a reader, nothing more)."""
-    app = create_app(Settings())
-    async with app.router.lifespan_context(app) as state:
-        transport = httpx.ASGITransport(app=with_lifespan_state(app, state))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            await authenticate(http, db_pool, ApiScope.TELEMETRY_READ)
-            yield http
 
 
 async def register(db_pool: asyncpg.Pool, count: int) -> list[str]:

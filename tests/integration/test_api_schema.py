@@ -28,9 +28,8 @@ from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from services.aggregator.app import create_app
 from services.aggregator.config import Settings
-from tests.conftest import broker_settled, create_api_client, request_token
+from tests.conftest import broker_settled, create_api_client, request_token, with_lifespan_state
 from tests.factories import make_payload
-from tests.integration.test_api_reads import with_lifespan_state
 from windpark import contract
 from windpark.bootstrap import SetupSettings
 from windpark.credentials import Scope

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,34 +19,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.aggregator import schemas
-from services.aggregator.app import create_app
-from services.aggregator.config import Settings
 from tests import energy_reference
-from tests.conftest import authenticate, new_turbine_id
+from tests.conftest import new_turbine_id
 from tests.factories import accepted, make_series
-from tests.integration.test_api_reads import assert_serialized_as, with_lifespan_state
+from tests.integration.test_api_reads import assert_serialized_as
 from windpark import registry, rollups
 from windpark.bootstrap import SetupSettings
 from windpark.contract import Reading
-from windpark.credentials import Scope as ApiScope
 from windpark.simulation import ParkSimulator, SimTurbine, Site
 from windpark.simulation.backfill import backfill
 from windpark.storage import READING_COLUMNS, write_batch
 from windpark.turbine_model import load_model
 
 DAY = timedelta(days=1)
-
-
-@pytest.fixture(scope="module")
-async def client(
-    prepared: SetupSettings, db_pool: asyncpg.Pool
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings())
-    async with app.router.lifespan_context(app) as state:
-        transport = httpx.ASGITransport(app=with_lifespan_state(app, state))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            await authenticate(http, db_pool, ApiScope.TELEMETRY_READ)
-            yield http
 
 
 def lonely_day() -> datetime:

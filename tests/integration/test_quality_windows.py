@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import new_turbine_id
 from tests.factories import accepted, make_series
-from tests.integration.test_api_reads import client, register  # noqa: F401 (fixture)
+from tests.integration.test_api_reads import register
 from windpark.db import Connection
 from windpark.storage import RejectedMessage, write_batch
 from windpark.validation import QualityFlag
@@ -163,7 +163,7 @@ def assert_no_negative(node: Any) -> None:
 
 
 async def check_window(
-    client: httpx.AsyncClient,  # noqa: F811
+    client: httpx.AsyncClient,
     db_pool: asyncpg.Pool,
     *,
     start: datetime,
@@ -236,7 +236,7 @@ async def check_window(
 )
 async def test_every_count_equals_the_raw_rows_of_any_window(
     *,
-    client: httpx.AsyncClient,  # noqa: F811
+    client: httpx.AsyncClient,
     db_pool: asyncpg.Pool,
     park: dict[str, Any],
     offset_s: int,
@@ -252,7 +252,7 @@ async def test_every_count_equals_the_raw_rows_of_any_window(
 
 @pytest.mark.parametrize("bucket", ["1h", "1d"])
 async def test_a_window_off_the_hour_counts_the_readings_inside_it(
-    client: httpx.AsyncClient,  # noqa: F811
+    client: httpx.AsyncClient,
     db_pool: asyncpg.Pool,
     park: dict[str, Any],
     bucket: str,
@@ -281,7 +281,7 @@ async def test_a_window_off_the_hour_counts_the_readings_inside_it(
 
 
 async def test_rejects_without_a_registered_turbine_are_in_the_totals_not_the_turbines(
-    client: httpx.AsyncClient,  # noqa: F811
+    client: httpx.AsyncClient,
     db_pool: asyncpg.Pool,
     park: dict[str, Any],
 ) -> None:
@@ -311,7 +311,7 @@ async def test_rejects_without_a_registered_turbine_are_in_the_totals_not_the_tu
 
 
 async def test_completeness_of_the_current_hour_counts_only_the_elapsed_part(
-    client: httpx.AsyncClient,  # noqa: F811
+    client: httpx.AsyncClient,
     db_pool: asyncpg.Pool,
 ) -> None:
     [turbine] = await register(db_pool, 1)
