@@ -157,7 +157,8 @@ ON CONFLICT (dedup_key) DO NOTHING
 """
 
 
-def _reading_row(item: AcceptedReading) -> tuple[object, ...]:
+def reading_row(item: AcceptedReading) -> tuple[object, ...]:
+    """The reading's row in ``READING_COLUMNS`` order (the ingest insert, COPY)."""
     r = item.reading
     return (
         r.ts,
@@ -202,7 +203,7 @@ async def write_batch(
         if accepted:
             if rollup_engine is None:
                 rollup_engine = await rollups.engine(conn)
-            columns = list(zip(*(_reading_row(a) for a in accepted), strict=True))
+            columns = list(zip(*(reading_row(a) for a in accepted), strict=True))
             await rollups.lock_turbines(conn, (a.reading.turbine_id for a in accepted))
             rows = await conn.fetch(INSERT_READINGS_SQL[rollup_engine], *[list(c) for c in columns])
             # Inserted readings, and stored neighbours whose hold (energy) they changed.
@@ -301,7 +302,7 @@ class _Filing:
 
 
 def _values(item: AcceptedReading) -> Values:
-    row = _reading_row(item)
+    row = reading_row(item)
     return tuple(row[i] for i in _VALUE_INDEX)
 
 
@@ -403,7 +404,7 @@ async def _file_not_inserted(
 async def _insert_conflicts(
     conn: Connection, conflicts: Sequence[tuple[AcceptedReading, list[str]]]
 ) -> set[str]:
-    columns = list(zip(*(_reading_row(item) for item, _ in conflicts), strict=True))
+    columns = list(zip(*(reading_row(item) for item, _ in conflicts), strict=True))
     rows = await conn.fetch(
         INSERT_CONFLICTS_SQL,
         [item.dedup_key for item, _ in conflicts],

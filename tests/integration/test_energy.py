@@ -28,7 +28,7 @@ from windpark.bootstrap import SetupSettings
 from windpark.contract import Reading
 from windpark.simulation import ParkSimulator, SimTurbine, Site
 from windpark.simulation.backfill import backfill
-from windpark.storage import READING_COLUMNS, write_batch
+from windpark.storage import READING_COLUMNS, reading_row, write_batch
 from windpark.turbine_model import load_model
 
 DAY = timedelta(days=1)
@@ -262,7 +262,7 @@ async def test_rebuild_gives_what_ingest_gave_and_settles_copied_rows(
         # History before the live readings, written as backfill writes it (COPY, no hold).
         await conn.copy_records_to_table(
             "readings",
-            records=[_row(r) for r in history],
+            records=[reading_row(accepted(r, source="backfill")) for r in history],
             columns=list(READING_COLUMNS),
         )
         copied_end = history[-1].ts + timedelta(seconds=1)
@@ -309,26 +309,6 @@ async def test_backfill_writes_the_holds_and_rebuild_settles_its_last_one(
         )
     assert [row[0] for row in written] == [5.0]
     assert last == 7.0
-
-
-def _row(r: Reading) -> tuple[object, ...]:
-    return (
-        r.ts,
-        r.turbine_id,
-        r.seq,
-        r.power_kw,
-        r.wind_speed_ms,
-        r.temperature_c,
-        str(r.state),
-        r.rotor_rpm,
-        r.pitch_deg,
-        r.nacelle_temperature_c,
-        r.wind_direction_deg,
-        r.setpoint_kw,
-        0,
-        "backfill",
-        datetime.now(UTC),
-    )
 
 
 @settings(
