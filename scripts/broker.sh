@@ -272,11 +272,13 @@ admin_definitions() {
 
 admin_api_ok() {
   # The admin can log in and every vhost exists. curl reads the credentials from stdin.
+  # disable_stats: existence is all this asks, and 3.10's statistics database was seen
+  # to crash on a vhost (badkey in vhost_stats, a 500) while the vhost itself was fine.
   local vhost
   for vhost in "${VHOSTS[@]}"; do
     printf 'user = "%s:%s"\n' "$ADMIN_USER" "$(admin_password)" \
       | curl -sf -o /dev/null -K - --cacert "$TLS_DIR/ca.crt" \
-        "https://localhost:$MGMT_PORT/api/vhosts/$vhost" || return 1
+        "https://localhost:$MGMT_PORT/api/vhosts/$vhost?disable_stats=true" || return 1
   done
 }
 
